@@ -1,3 +1,28 @@
-//! tlsign-seccomp: turn one HTTPS fetch into a transcript anyone can re-check.
+//! tlsign-seccomp turns one HTTPS fetch into a transcript anyone can
+//! re-check later, offline.
+//!
+//! The built-in client runs under a supervisor that makes its execution
+//! deterministic: every random byte comes from a seeded ChaCha20 stream, the
+//! clock is faked, name lookups are answered locally and every TCP connect
+//! is routed into the supervisor, which records the bytes exchanged with the
+//! server. Verifying replays the same client with the same seed and clock
+//! against the recorded server bytes.
+//!
+//! The layers, each using only those below it:
+//! - [`sign`], [`verify`], [`run`]: one job each, the public API;
+//! - [`intercept`]: backends that catch syscalls and carry out answers;
+//! - [`relay`]: the two ends a redirected connection can reach;
+//! - [`world`]: what the deterministic world answers; knows no backend;
+//! - [`transcript`]: plain data and its one codec;
+//! - [`client`]: the built-in HTTPS client, run as the supervised child.
+
+mod error;
+pub mod cli;
+pub mod client;
+pub mod intercept;
+pub mod run;
+mod sys;
 pub mod transcript;
 pub mod world;
+
+pub use error::{exit, Error};

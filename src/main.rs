@@ -1,1 +1,51 @@
-fn main() {}
+//! The `tlsign-seccomp` binary: turns the library's `Result` into one line
+//! on stderr and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The supervised child: the same binary, re-executed.
+    if args.get(1).is_some_and(|a| a == tlsign_seccomp::client::CHILD_ARG) {
+        let code = tlsign_seccomp::client::child_main(args.split_off(2));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let cli = match tlsign_seccomp::cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            return ExitCode::from(tlsign_seccomp::exit::BAD_INPUT as u8);
+        }
+    };
+    match tlsign_seccomp::cli::run(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}

@@ -1,0 +1,55 @@
+//! The library's error type and the exit code each kind maps to.
+
+use crate::transcript::DecodeError;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// Signed, verified, or `run`'s command succeeded.
+    pub const OK: i32 = 0;
+    /// The transcript does not verify.
+    pub const VERIFY_FAILED: i32 = 1;
+    /// Bad input: unreadable or malformed transcript, future format
+    /// version, another client, bad URL, bad option.
+    pub const BAD_INPUT: i32 = 2;
+    /// Signing failed: network, TLS or HTTP error, including a certificate
+    /// the client does not trust at signing time.
+    pub const SIGN_FAILED: i32 = 3;
+    /// The supervisor could not run: the kernel or system refused something
+    /// it needs (seccomp user notification, /proc/PID/mem, ...).
+    pub const ENVIRONMENT: i32 = 4;
+    /// Interrupted (SIGINT/SIGTERM); nothing was written.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad option, URL or command line.
+    #[error("{0}")]
+    Usage(String),
+    /// The transcript file could not be read or decoded.
+    #[error(transparent)]
+    Transcript(#[from] DecodeError),
+    /// A well-formed transcript this build cannot check (another client).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("signing failed: {0}")]
+    SignFailed(String),
+    #[error("verification failed: {0}")]
+    VerifyFailed(String),
+    #[error("{0}")]
+    Environment(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Transcript(_) | Error::Unsupported(_) => exit::BAD_INPUT,
+            Error::SignFailed(_) => exit::SIGN_FAILED,
+            Error::VerifyFailed(_) => exit::VERIFY_FAILED,
+            Error::Environment(_) => exit::ENVIRONMENT,
+            Error::Interrupted => exit::INTERRUPTED,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! What the supervisor reads about its targets from /proc.
+
+use std::fs;
+use std::io;
+
+/// The thread-group (process) id of thread `tid`.
+pub fn tgid_of(tid: i32) -> io::Result<i32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no Tgid in /proc/{tid}/status")))
+}
+
+/// The file status flags (O_NONBLOCK, ...) and close-on-exec flag of fd
+/// `fd` in process `pid`, from /proc/PID/fdinfo/FD.
+pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no flags in /proc/{pid}/fdinfo/{fd}")))
+}
+
+/// The address range of the `[vdso]` mapping of `pid` ("self" for our own).
+pub fn vdso_range(pid: &str) -> io::Result<Option<(u64, u64)>> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    for line in maps.lines() {
+        if line.trim_end().ends_with("[vdso]") {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                    return Ok(Some((a, b)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,78 @@
+//! Starting a program under the filter.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+
+use crate::sys;
+
+/// The environment every supervised program starts with, whatever the
+/// caller's: variables change behaviour (locale, time zone, proxies), and
+/// two machines never agree on them.
+pub const MINIMAL_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/"),
+    ("LANG", "C"),
+    ("LC_ALL", "C"),
+    ("TZ", "UTC"),
+    // RDRAND/RDSEED are instructions no filter sees: tell OpenSSL (bit 62
+    // of the first word, bit 18 of the third) and systemd not to use them.
+    ("OPENSSL_ia32cap", "~0x4000000000000000:0:~0x40000"),
+    ("SYSTEMD_RDRAND", "0"),
+];
+
+/// The seccomp listener of one supervised program.
+pub struct Listener {
+    pub fd: OwnedFd,
+    /// Signals wait for answers (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV).
+    pub killable: bool,
+    /// Synchronous wake-ups are on (Linux 6.6+).
+    pub sync_wakeup: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("cannot set up the seccomp listener: {0}")]
+    Listener(io::Error),
+}
+
+/// Spawns `cmd` with ASLR off, no_new_privs, and `filter` installed with a
+/// listener, which is returned. The caller sets the environment and stdio.
+pub fn spawn(cmd: &mut Command, filter: Vec<libc::sock_filter>) -> Result<(Child, Listener), SpawnError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| SpawnError::Listener(e.into()))?;
+    let theirs_raw = theirs.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and makes only raw
+    // syscalls on data prepared before the fork (`filter`, an fd number).
+    unsafe {
+        cmd.pre_exec(move || sys::child_install_filter(&filter, theirs_raw));
+    }
+    let child = cmd.spawn().map_err(|source| SpawnError::Spawn { program, source })?;
+    drop(theirs);
+    let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
+    let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();
+    Ok((child, Listener { fd, killable, sync_wakeup }))
+}
+
+fn receive_listener(sock: &OwnedFd) -> io::Result<(OwnedFd, bool)> {
+    let mut tag = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut tag)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just created this fd in our process.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                return Ok((fd, tag[0] == sys::LISTENER_KILLABLE));
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the child sent no listener (did exec fail before the filter was installed?)"))
+}

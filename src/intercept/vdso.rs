@@ -1,0 +1,180 @@
+//! Making the vDSO's clock and random functions enter the kernel.
+//!
+//! `clock_gettime` and friends normally run entirely in user space from the
+//! vDSO, where no seccomp filter sees them. Each process's vDSO is patched
+//! right after exec: every clock function becomes `mov eax, NR; syscall;
+//! ret`, and `getrandom` (glibc 2.41+ draws from it) returns -ENOSYS so libc
+//! falls back to the syscall. The image is the same in every process on one
+//! kernel, so symbol offsets are read once from the supervisor's own vDSO.
+//! The write goes through /proc/PID/mem, which may write read-only private
+//! mappings (the kernel's FOLL_FORCE).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::procfs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VdsoError {
+    #[error("cannot read the supervisor's own vDSO: {0}")]
+    ReadOwn(io::Error),
+    #[error("the vDSO has no usable symbol table: {0}")]
+    Elf(&'static str),
+    #[error("the vDSO of pid {pid} differs from the supervisor's; refusing to patch it")]
+    Mismatch { pid: i32 },
+    #[error("cannot patch the vDSO of pid {pid} through /proc/{pid}/mem: {source} (the kernel must allow a parent to write its child's read-only mappings)")]
+    Write { pid: i32, source: io::Error },
+}
+
+/// `mov eax, imm32; syscall; ret`: the syscall ABI passes the first three
+/// arguments in the same registers as the C ABI, all these functions need.
+fn syscall_stub(nr: i64) -> Vec<u8> {
+    let mut b = vec![0xb8];
+    b.extend_from_slice(&u32::try_from(nr).unwrap_or(0).to_le_bytes());
+    b.extend_from_slice(&[0x0f, 0x05, 0xc3]);
+    b
+}
+
+/// `mov rax, -38 (ENOSYS); ret`.
+const ENOSYS_STUB: [u8; 8] = [0x48, 0xc7, 0xc0, 0xda, 0xff, 0xff, 0xff, 0xc3];
+
+/// The patch for one kernel's vDSO image.
+pub struct VdsoPatch {
+    /// The unpatched image, to check a target's vDSO is the same one.
+    image: Vec<u8>,
+    /// (offset into the image, replacement bytes).
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl VdsoPatch {
+    /// Reads the supervisor's own vDSO and plans the patch. `Ok(None)` if
+    /// this process has no vDSO (booted with vdso=0): then the clock calls
+    /// are real syscalls already.
+    pub fn prepare() -> Result<Option<VdsoPatch>, VdsoError> {
+        let Some((start, end)) = procfs::vdso_range("self").map_err(VdsoError::ReadOwn)? else {
+            return Ok(None);
+        };
+        let len = usize::try_from(end - start).map_err(|_| VdsoError::Elf("size"))?;
+        let mut image = vec![0u8; len];
+        File::open("/proc/self/mem").and_then(|f| f.read_exact_at(&mut image, start)).map_err(VdsoError::ReadOwn)?;
+        let syms = dynamic_symbols(&image)?;
+        let plan: [(&str, Vec<u8>); 5] = [
+            ("__vdso_clock_gettime", syscall_stub(libc::SYS_clock_gettime)),
+            ("__vdso_gettimeofday", syscall_stub(libc::SYS_gettimeofday)),
+            ("__vdso_time", syscall_stub(libc::SYS_time)),
+            ("__vdso_clock_getres", syscall_stub(libc::SYS_clock_getres)),
+            ("__vdso_getrandom", ENOSYS_STUB.to_vec()),
+        ];
+        let mut patches = Vec::new();
+        for (name, code) in plan {
+            // A missing symbol is fine (older kernels have no getrandom);
+            // one too small for the stub is not.
+            if let Some(&(off, size)) = syms.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+                if size < code.len() as u64 || off + code.len() as u64 > image.len() as u64 {
+                    return Err(VdsoError::Elf("a function is too small to patch"));
+                }
+                patches.push((off, code));
+            }
+        }
+        if !patches.iter().any(|(_, c)| c[0] == 0xb8) {
+            return Err(VdsoError::Elf("no clock functions found"));
+        }
+        Ok(Some(VdsoPatch { image, patches }))
+    }
+
+    /// Patches the vDSO of thread `tid`'s process. Idempotent.
+    pub fn apply(&self, tid: i32) -> Result<(), VdsoError> {
+        let write = |source| VdsoError::Write { pid: tid, source };
+        let Some((start, end)) = procfs::vdso_range(&tid.to_string()).map_err(write)? else {
+            return Ok(());
+        };
+        if end - start != self.image.len() as u64 {
+            return Err(VdsoError::Mismatch { pid: tid });
+        }
+        let mem = OpenOptions::new().read(true).write(true).open(format!("/proc/{tid}/mem")).map_err(write)?;
+        for (off, code) in &self.patches {
+            let mut cur = vec![0u8; code.len()];
+            mem.read_exact_at(&mut cur, start + off).map_err(write)?;
+            let orig = &self.image[*off as usize..*off as usize + code.len()];
+            if cur == *code {
+                continue;
+            }
+            if cur != orig {
+                return Err(VdsoError::Mismatch { pid: tid });
+            }
+            mem.write_all_at(code, start + off).map_err(write)?;
+        }
+        Ok(())
+    }
+}
+
+/// (name, (offset, size)) of every defined function in the image's .dynsym.
+fn dynamic_symbols(img: &[u8]) -> Result<Vec<(String, (u64, u64))>, VdsoError> {
+    let u16_at = |o: usize| img.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| img.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+    let u64_at = |o: usize| img.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let bad = VdsoError::Elf;
+    if img.get(..4) != Some(b"\x7fELF") || img.get(4) != Some(&2) {
+        return Err(bad("not a 64-bit ELF image"));
+    }
+    let shoff = u64_at(0x28).ok_or(bad("header"))? as usize;
+    let shentsize = usize::from(u16_at(0x3a).ok_or(bad("header"))?);
+    let shnum = usize::from(u16_at(0x3c).ok_or(bad("header"))?);
+    // The lowest PT_LOAD address: symbol values are relative to it.
+    let phoff = u64_at(0x20).ok_or(bad("header"))? as usize;
+    let phentsize = usize::from(u16_at(0x36).ok_or(bad("header"))?);
+    let phnum = usize::from(u16_at(0x38).ok_or(bad("header"))?);
+    let mut load_base = None;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph) == Some(1) {
+            let vaddr = u64_at(ph + 0x10).ok_or(bad("program header"))?;
+            load_base = Some(load_base.map_or(vaddr, |b: u64| b.min(vaddr)));
+        }
+    }
+    let load_base = load_base.ok_or(bad("no PT_LOAD"))?;
+    let section = |i: usize| -> Option<(u32, u64, u64, u32, u64)> {
+        let sh = shoff + i * shentsize;
+        // (type, offset, size, link, entsize)
+        Some((u32_at(sh + 4)?, u64_at(sh + 0x18)?, u64_at(sh + 0x20)?, u32_at(sh + 0x28)?, u64_at(sh + 0x38)?))
+    };
+    const SHT_DYNSYM: u32 = 11;
+    let (_, symoff, symsize, link, entsize) =
+        (0..shnum).filter_map(section).find(|s| s.0 == SHT_DYNSYM).ok_or(bad("no .dynsym"))?;
+    let (_, stroff, strsize, _, _) = section(link as usize).ok_or(bad("no .dynstr"))?;
+    let strtab = img.get(stroff as usize..(stroff + strsize) as usize).ok_or(bad(".dynstr out of range"))?;
+    if entsize < 24 {
+        return Err(bad("symbol entries too small"));
+    }
+    let mut out = Vec::new();
+    for i in 0..(symsize / entsize) as usize {
+        let s = symoff as usize + i * entsize as usize;
+        let (Some(name), Some(value), Some(size)) = (u32_at(s), u64_at(s + 8), u64_at(s + 16)) else {
+            return Err(bad("symbol out of range"));
+        };
+        let name = strtab.get(name as usize..).and_then(|t| t.split(|&b| b == 0).next()).unwrap_or(b"");
+        if value >= load_base && !name.is_empty() {
+            out.push((String::from_utf8_lossy(name).into_owned(), (value - load_base, size)));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_vdso_has_the_clock_functions() {
+        let p = VdsoPatch::prepare().unwrap().expect("this kernel maps a vDSO");
+        assert!(p.patches.len() >= 4, "clock_gettime, gettimeofday, time, clock_getres at least");
+        assert_eq!(syscall_stub(228), vec![0xb8, 228, 0, 0, 0, 0x0f, 0x05, 0xc3]);
+    }
+
+    #[test]
+    fn garbage_is_not_an_elf() {
+        assert!(dynamic_symbols(b"not an elf at all").is_err());
+        assert!(dynamic_symbols(&[0x7f, b'E', b'L', b'F', 2, 0, 0]).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! `run`: any command in the deterministic world, nothing recorded.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::intercept::{filter, seccomp, target, vdso::VdsoPatch};
+use crate::transcript::Timestamp;
+use crate::world::{random::world_key, Scope, World, WorldConfig};
+use crate::Error;
+
+/// The world `run` gives when no seed is named: all-zero, so two runs
+/// without options are already alike.
+pub const DEFAULT_SEED: [u8; 32] = [0; 32];
+/// The clock start `run` uses when no time is named: 2000-01-01T00:00:00Z.
+pub const DEFAULT_TIME: Timestamp = Timestamp { secs: 946_684_800, nanos: 0 };
+
+pub struct RunOptions {
+    pub seed: [u8; 32],
+    pub time: Timestamp,
+    /// Extra environment variables on top of the fixed minimal environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub command: Vec<OsString>,
+}
+
+/// What the command did, and what supervising it cost.
+pub struct RunOutcome {
+    /// The command's exit code, or 128 + the signal that killed it, as a
+    /// shell reports it.
+    pub code: i32,
+    pub stats: seccomp::Stats,
+}
+
+pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
+    let (program, args) = opts.command.split_first().ok_or_else(|| Error::Usage("run needs a command after --".into()))?;
+    let cfg = WorldConfig { key: world_key(&opts.seed, opts.time, ""), clock_start: opts.time, scope: Scope::Local };
+    let world = Mutex::new(World::new(cfg));
+    let prog = filter::build(Scope::Local).map_err(|e| Error::Environment(e.to_string()))?;
+    let vdso = VdsoPatch::prepare().map_err(|e| Error::Environment(e.to_string()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(target::MINIMAL_ENV.iter().copied()).envs(opts.env.iter().map(|(k, v)| (k, v)));
+    let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| match e {
+        target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
+        target::SpawnError::Listener(_) => Error::Environment(e.to_string()),
+    })?;
+    // Ctrl-C reaches the whole foreground group: let the command decide what
+    // it means and report how it ended. (Set after the spawn: an ignored
+    // signal would be inherited across exec.)
+    crate::sys::ignore_interrupts();
+    let root = i32::try_from(child.id()).unwrap_or(0);
+    std::thread::scope(|s| {
+        let supervisor = s.spawn(|| seccomp::serve(listener, &world, vdso.as_ref(), root, &mut |_, _| {}));
+        let status = child.wait().map_err(|e| Error::Environment(format!("waiting for the command: {e}")));
+        let stats = supervisor
+            .join()
+            .map_err(|_| Error::Environment("the supervisor thread panicked".into()))?
+            .map_err(|e| Error::Environment(e.to_string()))?;
+        let status = status?;
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(RunOutcome { code, stats })
+    })
+}

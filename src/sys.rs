@@ -1,0 +1,257 @@
+//! The only module with `unsafe`: raw syscalls and ioctls the safe crates do
+//! not wrap. One syscall per block, each turned into an `io::Result` at once.
+//!
+//! Constants come from <linux/seccomp.h>; Debian 12's headers predate some
+//! of them, so they are spelled out here with the kernel version that added
+//! them.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+/// Linux 5.0.
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+/// Linux 5.19: a waiting target ignores non-fatal signals until answered, so
+/// a signal cannot withdraw a notification and make the syscall re-issue.
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
+pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+/// Linux 5.9.
+const SECCOMP_ADDFD_FLAG_SETFD: u32 = 1;
+/// Linux 5.14: install the fd and answer with its number, atomically.
+const SECCOMP_ADDFD_FLAG_SEND: u32 = 2;
+/// Linux 6.6: wake the supervisor on the target's CPU.
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeccompNotif {
+    pub id: u64,
+    /// The thread id of the caller, in the supervisor's pid namespace.
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct SeccompNotifAddfd {
+    id: u64,
+    flags: u32,
+    srcfd: u32,
+    newfd: u32,
+    newfd_flags: u32,
+}
+
+nix::ioctl_readwrite!(ioctl_notif_recv, b'!', 0, SeccompNotif);
+nix::ioctl_readwrite!(ioctl_notif_send, b'!', 1, SeccompNotifResp);
+nix::ioctl_write_ptr!(ioctl_notif_id_valid, b'!', 2, u64);
+nix::ioctl_write_ptr!(ioctl_notif_addfd, b'!', 3, SeccompNotifAddfd);
+const IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = nix::request_code_write!(b'!', 4, 8) as libc::c_ulong;
+
+fn errno(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Waits for the next notification (SECCOMP_IOCTL_NOTIF_RECV). ENOENT means
+/// the notification died before we read it: the caller just tries again.
+pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<SeccompNotif> {
+    // The kernel requires the buffer to be zeroed.
+    let mut req = SeccompNotif::default();
+    // SAFETY: `req` is a valid, writable, correctly laid out seccomp_notif
+    // that outlives the call; the fd is borrowed, hence open.
+    unsafe { ioctl_notif_recv(listener.as_raw_fd(), &mut req) }.map_err(errno)?;
+    Ok(req)
+}
+
+/// Answers a notification: `Ok(false)` if it was withdrawn meanwhile
+/// (ENOENT: the target was killed or interrupted), so nothing happened.
+pub fn notif_send(listener: BorrowedFd<'_>, id: u64, val: i64, error: i32, flags: u32) -> io::Result<bool> {
+    let mut resp = SeccompNotifResp { id, val, error, flags };
+    // SAFETY: `resp` is a valid seccomp_notif_resp living across the call.
+    match unsafe { ioctl_notif_send(listener.as_raw_fd(), &mut resp) } {
+        Ok(_) => Ok(true),
+        Err(nix::Error::ENOENT) => Ok(false),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Is notification `id` still pending? Checked after reading target memory
+/// and before acting on what was read: if the target died in between, its
+/// pid may already belong to another process whose memory we just read.
+pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    // SAFETY: `id` is a valid u64 the kernel only reads.
+    unsafe { ioctl_notif_id_valid(listener.as_raw_fd(), &id) }.is_ok()
+}
+
+/// Where [`notif_addfd`] puts the fd in the target.
+#[derive(Clone, Copy, Debug)]
+pub enum AddFd {
+    /// Replace fd `n` (like dup2); the notification still needs an answer.
+    Replace(RawFd),
+    /// Take the lowest free fd and answer the notification with its number.
+    AnswerWithNew,
+}
+
+/// Installs `src` into the target of notification `id`
+/// (SECCOMP_IOCTL_NOTIF_ADDFD). Returns the fd number in the target, or
+/// `Ok(None)` if the notification was withdrawn.
+pub fn notif_addfd(listener: BorrowedFd<'_>, id: u64, src: BorrowedFd<'_>, how: AddFd, cloexec: bool) -> io::Result<Option<RawFd>> {
+    let (flags, newfd) = match how {
+        AddFd::Replace(n) => (SECCOMP_ADDFD_FLAG_SETFD, u32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?),
+        AddFd::AnswerWithNew => (SECCOMP_ADDFD_FLAG_SEND, 0),
+    };
+    let newfd_flags = if cloexec { libc::O_CLOEXEC as u32 } else { 0 };
+    let srcfd = u32::try_from(src.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let addfd = SeccompNotifAddfd { id, flags, srcfd, newfd, newfd_flags };
+    // SAFETY: `addfd` is a valid seccomp_notif_addfd the kernel only reads;
+    // `src` is borrowed, hence open for the duration of the call.
+    match unsafe { ioctl_notif_addfd(listener.as_raw_fd(), &addfd) } {
+        Ok(n) => Ok(Some(n)),
+        Err(nix::Error::ENOENT) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Asks for synchronous wake-ups (SECCOMP_IOCTL_NOTIF_SET_FLAGS, Linux 6.6).
+pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: this ioctl takes its flags by value, not through a pointer.
+    let r = unsafe { libc::ioctl(listener.as_raw_fd(), IOCTL_NOTIF_SET_FLAGS as _, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the child reports back with its listener fd.
+pub const LISTENER_KILLABLE: u8 = 1;
+
+/// Runs in the forked child, between fork and exec: only raw,
+/// async-signal-safe syscalls, no allocation. Sets no_new_privs (which lets
+/// an unprivileged process install a filter), turns ASLR off (OpenSSL and
+/// others mix addresses into their randomness), asks to be killed with the
+/// supervisor, installs `filter` with a listener and sends the listener to
+/// the supervisor over `sock`.
+pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: 0xffffffff queries the persona without changing it.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    if persona < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: personality takes an integer; ADDR_NO_RANDOMIZE is harmless.
+    if unsafe { libc::personality(persona as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    let mut killable = LISTENER_KILLABLE;
+    let flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    // SAFETY: `prog` points at `filter`, which outlives the call.
+    let mut fd = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog as *const libc::sock_fprog) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // Before Linux 5.19: no killable wait. Signals may then withdraw a
+        // notification; the world only advances on answers that landed.
+        killable = 0;
+        // SAFETY: as above.
+        fd = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = fd as RawFd;
+    let r = send_fd_raw(sock, fd, killable);
+    // SAFETY: `fd` is the listener we own in this process; after sending it
+    // the child must not keep it (its exec'd image would inherit it).
+    unsafe { libc::close(fd) };
+    r
+}
+
+/// sendmsg with SCM_RIGHTS and stack buffers only (we are between fork and exec).
+fn send_fd_raw(sock: RawFd, fd: RawFd, tag: u8) -> io::Result<()> {
+    let mut data = [tag];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: 1 };
+    // Room for one cmsghdr carrying one int, 8-byte aligned.
+    let mut cmsg_buf = [0u64; 4];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&cmsg_buf));
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at a buffer of `space` bytes, so the first
+    // header exists and is writable.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+    }
+    // SAFETY: every pointer in `msg` refers to a live stack buffer.
+    if unsafe { libc::sendmsg(sock, &msg, 0) } != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// pidfd_open(2), Linux 5.3. `pid` must be a thread-group leader.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_getfd(2), Linux 5.6: a duplicate of another process's fd, to look
+/// at the socket a target is connecting.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments only; `pidfd` is borrowed, hence open.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Ignores SIGINT and SIGQUIT in the supervisor, for `run`: the command in
+/// the foreground group gets them too and decides what they mean.
+pub fn ignore_interrupts() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for s in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+        // signal context.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+}
