@@ -20,6 +20,7 @@ mod error;
 pub mod cli;
 pub mod client;
 pub mod intercept;
+pub mod relay;
 pub mod run;
 mod sys;
 pub mod transcript;

@@ -1,0 +1,96 @@
+//! The recorder: a relay between the client and the real server that keeps
+//! every byte of both directions, in the order it saw them, one event per
+//! read.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::transcript::{Connection, Event};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One recorded connection, and what went wrong on it, if anything.
+pub struct Recorded {
+    pub connection: Connection,
+    pub error: Option<String>,
+}
+
+/// Connects to the first of `addrs` that answers and relays until both
+/// sides have finished sending.
+pub async fn record(client: UnixStream, host: String, port: u16, addrs: Vec<SocketAddr>) -> Recorded {
+    let mut conn = Connection { host, port, signed_addr: String::new(), events: Vec::new() };
+    let mut last_err = format!("no address for {}:{}", conn.host, port);
+    let mut server = None;
+    for a in &addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                conn.signed_addr = a.to_string();
+                server = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last_err = format!("cannot connect to {}:{} ({a}): {e}", conn.host, port),
+            Err(_) => last_err = format!("cannot connect to {}:{} ({a}): timed out", conn.host, port),
+        }
+    }
+    let Some(server) = server else {
+        return Recorded { connection: conn, error: Some(last_err) };
+    };
+    // Without TCP_NODELAY every small TLS record waits for the peer's
+    // delayed ACK: ~40 ms per round trip.
+    let _ = server.set_nodelay(true);
+    let error = relay(client, server, &mut conn.events).await.err();
+    Recorded { connection: conn, error }
+}
+
+async fn relay(mut client: UnixStream, mut server: TcpStream, events: &mut Vec<Event>) -> Result<(), String> {
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let mut cbuf = vec![0u8; 64 * 1024];
+    let mut sbuf = vec![0u8; 64 * 1024];
+    let (mut client_open, mut server_open) = (true, true);
+    while client_open || server_open {
+        tokio::select! {
+            r = cr.read(&mut cbuf), if client_open => match r {
+                Ok(0) | Err(_) => {
+                    events.push(Event::ClientEof);
+                    client_open = false;
+                    let _ = sw.shutdown().await;
+                }
+                Ok(n) => {
+                    events.push(Event::Client(cbuf[..n].to_vec()));
+                    if let Err(e) = sw.write_all(&cbuf[..n]).await {
+                        return Err(format!("writing to the server: {e}"));
+                    }
+                }
+            },
+            r = sr.read(&mut sbuf), if server_open => match r {
+                Ok(0) => {
+                    events.push(Event::ServerEof);
+                    server_open = false;
+                    let _ = cw.shutdown().await;
+                }
+                Err(e) => {
+                    events.push(Event::ServerEof);
+                    server_open = false;
+                    let _ = cw.shutdown().await;
+                    // A reset after the client has finished is harmless.
+                    if client_open {
+                        return Err(format!("reading from the server: {e}"));
+                    }
+                }
+                Ok(n) => {
+                    events.push(Event::Server(sbuf[..n].to_vec()));
+                    // The client may have gone: what it did not read does
+                    // not matter, but what the server sent is recorded.
+                    if cw.write_all(&sbuf[..n]).await.is_err() {
+                        server_open = false;
+                    }
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The replayer: plays one recorded connection back to the client and checks
+//! that the client sends exactly the recorded bytes.
+//!
+//! Events are replayed in recorded order. That order is causal: the recorder
+//! saw each client chunk before it forwarded the server bytes that came
+//! after, so a deterministic client never waits for server bytes that the
+//! replay holds back.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::transcript::{Connection, Event};
+
+/// How a client departed from the recording, with the offset into the
+/// client's byte stream where it did.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Divergence {
+    #[error("connection {conn}: client bytes diverge at offset {offset}")]
+    Bytes { conn: usize, offset: u64 },
+    #[error("connection {conn}: the client stopped sending at offset {offset}; the transcript has {expected} client bytes")]
+    ClosedEarly { conn: usize, offset: u64, expected: u64 },
+    #[error("connection {conn}: the client sent more than the transcript holds, from offset {offset}")]
+    Extra { conn: usize, offset: u64 },
+    #[error("connection {conn}: the client closed the connection before the recorded server bytes were delivered")]
+    Gone { conn: usize },
+}
+
+pub async fn replay(mut client: UnixStream, conn: usize, expected: &Connection) -> Result<(), Divergence> {
+    let total: u64 = expected.events.iter().map(|e| if let Event::Client(d) = e { d.len() as u64 } else { 0 }).sum();
+    let mut offset: u64 = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for ev in &expected.events {
+        match ev {
+            Event::Client(want) => {
+                let mut matched = 0;
+                while matched < want.len() {
+                    if pending.is_empty() {
+                        let n = client.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return Err(Divergence::ClosedEarly { conn, offset: offset + matched as u64, expected: total });
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    let take = pending.len().min(want.len() - matched);
+                    if let Some(i) = (0..take).find(|&i| pending[i] != want[matched + i]) {
+                        return Err(Divergence::Bytes { conn, offset: offset + (matched + i) as u64 });
+                    }
+                    pending.drain(..take);
+                    matched += take;
+                }
+                offset += want.len() as u64;
+            }
+            Event::Server(data) => {
+                if client.write_all(data).await.is_err() {
+                    return Err(Divergence::Gone { conn });
+                }
+            }
+            Event::ServerEof => {
+                let _ = client.shutdown().await;
+            }
+            Event::ClientEof => {
+                if !pending.is_empty() {
+                    return Err(Divergence::Extra { conn, offset });
+                }
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => {}
+                    Ok(_) => return Err(Divergence::Extra { conn, offset }),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording() -> Connection {
+        Connection {
+            host: "a.test".into(),
+            port: 443,
+            signed_addr: "127.0.0.1:443".into(),
+            events: vec![
+                Event::Client(b"hello ".to_vec()),
+                Event::Client(b"world".to_vec()),
+                Event::Server(b"answer".to_vec()),
+                Event::ServerEof,
+                Event::ClientEof,
+            ],
+        }
+    }
+
+    async fn client_sends(chunks: &[&[u8]]) -> (Result<(), Divergence>, Vec<u8>) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, mut b) = (super::super::into_async(a).unwrap(), super::super::into_async(b).unwrap());
+        let rec = recording();
+        let replayer = tokio::spawn(async move { replay(a, 0, &rec).await });
+        for c in chunks {
+            b.write_all(c).await.unwrap();
+        }
+        b.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let _ = b.read_to_end(&mut got).await;
+        drop(b);
+        (replayer.await.unwrap(), got)
+    }
+
+    #[tokio::test]
+    async fn same_bytes_in_other_boundaries_pass() {
+        let (r, got) = client_sends(&[b"hel", b"lo world"]).await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(got, b"answer");
+    }
+
+    #[tokio::test]
+    async fn first_different_byte_is_reported() {
+        let (r, _) = client_sends(&[b"hello w0rld"]).await;
+        assert_eq!(r, Err(Divergence::Bytes { conn: 0, offset: 7 }));
+    }
+
+    #[tokio::test]
+    async fn short_and_long_clients_are_caught() {
+        let (r, _) = client_sends(&[b"hello"]).await;
+        assert_eq!(r, Err(Divergence::ClosedEarly { conn: 0, offset: 5, expected: 11 }));
+        let (r, _) = client_sends(&[b"hello world!"]).await;
+        assert_eq!(r, Err(Divergence::Extra { conn: 0, offset: 11 }));
+    }
+}
