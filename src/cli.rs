@@ -135,8 +135,76 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let out = crate::run::run(crate::run::RunOptions { seed, time, env, command: a.command })?;
             Ok(out.code)
         }
-        Command::Sign(_) | Command::Verify(_) => Err(Error::Environment("not implemented yet".into())),
+        Command::Sign(a) => {
+            let opts = crate::sign::SignOptions {
+                resolve: a.resolve.iter().map(|r| crate::sign::parse_resolve(r)).collect::<Result<_, _>>()?,
+                time: a.time.as_deref().map(parse_time).transpose()?,
+                seed: a.seed.as_deref().map(parse_seed).transpose()?,
+                timeout: timeout(a.timeout)?,
+                url: a.url,
+                output: a.output,
+                ca_files: a.ca_files,
+            };
+            let out = opts.output.clone();
+            let s = crate::sign::sign(opts)?;
+            let t = &s.transcript;
+            eprintln!(
+                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {} notifications)",
+                t.url,
+                t.response.status,
+                t.response.body.len(),
+                t.connections.len(),
+                t.clock_start.to_rfc3339(),
+                out.display(),
+                s.elapsed.as_secs_f64() * 1000.0,
+                s.stats.notifications
+            );
+            Ok(crate::exit::OK)
+        }
+        Command::Verify(a) => {
+            let opts = crate::verify::VerifyOptions { file: a.file.clone(), ca_files: a.ca_files, timeout: timeout(a.timeout)? };
+            let v = crate::verify::verify(opts)?;
+            let t = &v.transcript;
+            if let Some(path) = &a.body {
+                write_body(path, &t.response.body)?;
+            }
+            eprintln!(
+                "verified {}: {} as fetched at {} (HTTP {}, {} body bytes, {} connection(s))",
+                a.file.display(),
+                t.url,
+                t.clock_start.to_rfc3339(),
+                t.response.status,
+                t.response.body.len(),
+                t.connections.len()
+            );
+            Ok(crate::exit::OK)
+        }
     }
+}
+
+fn timeout(secs: u64) -> Result<std::time::Duration, Error> {
+    if secs == 0 || secs > 24 * 3600 {
+        return Err(Error::Usage(format!("--timeout must be 1 to 86400 seconds, but {secs} is not")));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Writes the verified body to `path` (atomically) or to stdout for `-`.
+fn write_body(path: &std::path::Path, body: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        return out.write_all(body).and_then(|()| out.flush()).map_err(|e| Error::Usage(format!("cannot write the body to stdout: {e}")));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let fail = |e: std::io::Error| Error::Usage(format!("cannot write the body to {}: {e}", path.display()));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(body).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]

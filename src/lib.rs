@@ -22,8 +22,11 @@ pub mod client;
 pub mod intercept;
 pub mod relay;
 pub mod run;
+mod session;
+pub mod sign;
 mod sys;
 pub mod transcript;
+pub mod verify;
 pub mod world;
 
 pub use error::{exit, Error};

@@ -8,10 +8,18 @@
 //!
 //! This module knows nothing of the supervisor or the relays; they fill and
 //! read these plain structs.
+//!
+//! The field order of these types and the order of [`Event`]'s variants are
+//! the file format (`docs/transcript-format.md`): changing either needs a new
+//! [`FORMAT_MAJOR`] and the same change in the codec's shape check, which the
+//! codec's round-trip tests catch if forgotten.
 
 mod codec;
 
-pub use codec::{decode, encode, DecodeError, Limits, FORMAT_MAJOR, FORMAT_MINOR, MAGIC};
+pub use codec::{
+    decode, encode, read_file, write_file_atomic, DecodeError, Limits, FORMAT_MAJOR, FORMAT_MINOR,
+    MAGIC,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,243 @@
+//! One run of the built-in client under the supervisor, with its redirected
+//! connections going to the recorder (sign) or the replayer (verify).
+//!
+//! Threads: the calling thread spawns the client (the client's parent-death
+//! signal is tied to it) and drives a small tokio runtime for the relays;
+//! one blocking thread services the seccomp listener; two more collect the
+//! client's stdout and stderr.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+use crate::client::{self, ClientOutcome};
+use crate::intercept::seccomp::{self, Stats};
+use crate::intercept::{filter, target, vdso::VdsoPatch};
+use crate::relay::{self, record::Recorded, replay::Divergence};
+use crate::transcript::Connection;
+use crate::world::{Destination, Scope, World, WorldConfig};
+use crate::Error;
+
+/// The most the client may print as its outcome: the largest body plus
+/// headers and framing.
+const MAX_OUTCOME: u64 = 300 << 20;
+
+/// Where redirected server connections go.
+pub enum Ends {
+    /// To the real servers. `resolve` overrides name resolution for
+    /// (host, port), as curl's --resolve does.
+    Record { resolve: HashMap<(String, u16), IpAddr> },
+    /// To the recorded connections, in order.
+    Replay { connections: Arc<Vec<Connection>> },
+}
+
+pub struct Spec {
+    pub url: String,
+    pub ca_files: Vec<PathBuf>,
+    pub world: WorldConfig,
+    pub timeout: Duration,
+}
+
+/// What happened on one connection.
+pub enum ConnectionResult {
+    Recorded(Recorded),
+    Replayed(Result<(), Divergence>),
+    /// The client connected somewhere the transcript does not have.
+    Unexpected(String),
+}
+
+pub struct Report {
+    /// The client's outcome, or why there is none (it crashed, timed out).
+    pub outcome: Result<ClientOutcome, String>,
+    /// By connection index.
+    pub connections: Vec<ConnectionResult>,
+    pub stats: Stats,
+    pub elapsed: Duration,
+}
+
+/// Runs the client once. Errors are the supervisor's own failures; what the
+/// client or the connections did is in the report.
+pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
+    let started = Instant::now();
+    let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
+    let prog = filter::build(Scope::Networked).map_err(|e| env_err(&e))?;
+    let vdso = VdsoPatch::prepare().map_err(|e| env_err(&e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(client::CHILD_ARG).arg(&spec.url);
+    for ca in &spec.ca_files {
+        cmd.arg("--ca-file").arg(ca);
+    }
+    cmd.env_clear()
+        .envs(target::MINIMAL_ENV.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // The root directory is the same on every machine; the caller's
+        // working directory is not.
+        .current_dir("/");
+    let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| env_err(&e))?;
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let stdout = child.stdout.take().map(|s| collect(s, MAX_OUTCOME));
+    let stderr = child.stderr.take().map(|s| collect(s, 64 << 10));
+
+    let world = Arc::new(Mutex::new(World::new(spec.world)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Destination, std::os::unix::net::UnixStream)>();
+    let supervisor = {
+        let world = Arc::clone(&world);
+        std::thread::Builder::new()
+            .name("seccomp".into())
+            .spawn(move || {
+                let vdso = vdso;
+                seccomp::serve(listener, &world, vdso.as_ref(), pid, &mut move |to, s| {
+                    let _ = tx.send((to, s));
+                })
+            })
+            .map_err(|e| Error::Environment(format!("cannot start the supervisor thread: {e}")))?
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))?;
+    let ends = Arc::new(ends);
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let (results, stop) = rt.block_on(async {
+        let mut tasks: Vec<(usize, tokio::task::JoinHandle<ConnectionResult>)> = Vec::new();
+        let mut stop: Option<Stop> = None;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            tokio::select! {
+                conn = rx.recv() => match conn {
+                    Some((Destination::Nameserver, s)) => {
+                        if let Ok(s) = relay::into_async(s) {
+                            tokio::spawn(relay::dns::serve(s, Arc::clone(&world)));
+                        }
+                    }
+                    Some((Destination::Server { index, host, port }, s)) => {
+                        let ends = Arc::clone(&ends);
+                        tasks.push((index, tokio::spawn(serve_connection(ends, index, host, port, s))));
+                    }
+                    // The supervisor finished: every process under it is gone.
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
+                    stop = Some(Stop::TimedOut);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                _ = tokio::signal::ctrl_c(), if stop.is_none() => {
+                    stop = Some(Stop::Interrupted);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if stop.is_none() => {
+                    stop = Some(Stop::Interrupted);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        // The client is gone, so every relay sees its end close soon; the
+        // upstream side of a recorder may still linger: bound the wait.
+        let mut results = Vec::new();
+        for (index, t) in tasks {
+            let r = match tokio::time::timeout_at(deadline + Duration::from_secs(5), t).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => ConnectionResult::Unexpected("connection task failed".into()),
+                Err(_) => ConnectionResult::Unexpected("connection did not finish in time".into()),
+            };
+            results.push((index, r));
+        }
+        (results, stop)
+    });
+    let status = child.wait();
+    let stats = match supervisor.join() {
+        Ok(Ok(stats)) => stats,
+        Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
+        Err(_) => return Err(Error::Environment("the supervisor thread panicked".into())),
+    };
+    match stop {
+        Some(Stop::Interrupted) => return Err(Error::Interrupted),
+        Some(Stop::TimedOut) => {
+            let connections = results.into_iter().map(|(_, r)| r).collect();
+            let why = format!("timed out after {} s", spec.timeout.as_secs());
+            return Ok(Report { outcome: Err(why), connections, stats, elapsed: started.elapsed() });
+        }
+        None => {}
+    }
+    let out = stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let err = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let outcome = match client::decode_outcome(&out) {
+        Ok(o) => Ok(o),
+        Err(_) => {
+            let last = String::from_utf8_lossy(&err).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            let how = match &status {
+                Ok(s) => format!("{s}"),
+                Err(e) => format!("unknown status ({e})"),
+            };
+            Err(format!("the client ended without a result ({how}){}", if last.is_empty() { String::new() } else { format!(": {last}") }))
+        }
+    };
+    let mut connections: Vec<(usize, ConnectionResult)> = results;
+    connections.sort_by_key(|(i, _)| *i);
+    Ok(Report { outcome, connections: connections.into_iter().map(|(_, r)| r).collect(), stats, elapsed: started.elapsed() })
+}
+
+enum Stop {
+    TimedOut,
+    Interrupted,
+}
+
+async fn serve_connection(ends: Arc<Ends>, index: usize, host: String, port: u16, s: std::os::unix::net::UnixStream) -> ConnectionResult {
+    let s = match relay::into_async(s) {
+        Ok(s) => s,
+        Err(e) => return ConnectionResult::Unexpected(format!("connection {index}: {e}")),
+    };
+    match &*ends {
+        Ends::Record { resolve } => {
+            let addrs = match resolve.get(&(host.to_ascii_lowercase(), port)) {
+                Some(ip) => vec![SocketAddr::new(*ip, port)],
+                None => match host.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, port)],
+                    Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
+                        Ok(a) => a.collect(),
+                        Err(e) => {
+                            drop(s);
+                            let conn = Connection { host: host.clone(), port, signed_addr: String::new(), events: vec![] };
+                            return ConnectionResult::Recorded(Recorded { connection: conn, error: Some(format!("cannot resolve {host}: {e}")) });
+                        }
+                    },
+                },
+            };
+            ConnectionResult::Recorded(relay::record::record(s, host, port, addrs).await)
+        }
+        Ends::Replay { connections } => match connections.get(index) {
+            None => ConnectionResult::Unexpected(format!(
+                "the client opened connection {index} to {host}:{port}, but the transcript has only {} connection(s)",
+                connections.len()
+            )),
+            Some(c) if !c.host.eq_ignore_ascii_case(&host) || c.port != port => ConnectionResult::Unexpected(format!(
+                "connection {index}: the client connected to {host}:{port}, but the transcript has {}:{}",
+                c.host, c.port
+            )),
+            Some(c) => ConnectionResult::Replayed(relay::replay::replay(s, index, c).await),
+        },
+    }
+}
+
+/// Reads a pipe to its end on a thread, keeping at most `max` bytes.
+fn collect(mut r: impl Read + Send + 'static, max: u64) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut r).take(max).read_to_end(&mut buf);
+        // Drain the rest so the client never blocks on a full pipe.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+        buf
+    })
+}

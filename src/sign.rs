@@ -1,0 +1,170 @@
+//! `sign`: one fetch under the supervisor, recorded into a transcript.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::client::{self, ClientOutcome, FailureKind};
+use crate::session::{self, ConnectionResult, Ends, Spec};
+use crate::transcript::{self, Timestamp, Transcript};
+use crate::world::{random::world_key, Scope, WorldConfig};
+use crate::Error;
+
+pub struct SignOptions {
+    pub url: String,
+    pub output: PathBuf,
+    pub ca_files: Vec<PathBuf>,
+    /// (host, port, address) overrides, as curl's --resolve.
+    pub resolve: Vec<(String, u16, IpAddr)>,
+    /// The world's clock start; `None` for now.
+    pub time: Option<Timestamp>,
+    /// The seed; `None` for a fresh random one.
+    pub seed: Option<[u8; 32]>,
+    pub timeout: Duration,
+}
+
+pub struct Signed {
+    pub transcript: Transcript,
+    pub stats: crate::intercept::seccomp::Stats,
+    pub elapsed: Duration,
+}
+
+/// Checks a URL given to `sign`: only https:// with a host.
+pub fn check_url(url: &str) -> Result<url::Url, Error> {
+    let u = url::Url::parse(url).map_err(|e| Error::Usage(format!("bad URL {url:?}: {e}")))?;
+    match u.scheme() {
+        "https" => {}
+        "http" => return Err(Error::Usage(format!("{url} is plain http://, which has nothing to sign; use https://"))),
+        s => return Err(Error::Usage(format!("bad URL {url:?}: scheme {s:?} is not https"))),
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Usage(format!("bad URL {url:?}: no host")));
+    }
+    Ok(u)
+}
+
+/// Parses curl's `HOST:PORT:ADDR` (ADDR may be a bracketed IPv6 address).
+pub fn parse_resolve(s: &str) -> Result<(String, u16, IpAddr), Error> {
+    let bad = || Error::Usage(format!("--resolve must be HOST:PORT:ADDR, but {s:?} is not"));
+    let (host, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_ascii_lowercase(), port, addr))
+}
+
+pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
+    check_url(&opts.url)?;
+    check_output_dir(&opts.output)?;
+    let ca_files = absolute(&opts.ca_files)?;
+    let seed = match opts.seed {
+        Some(s) => s,
+        None => {
+            let mut s = [0u8; 32];
+            rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut s)
+                .map_err(|e| Error::Environment(format!("cannot draw a seed from the OS: {e}")))?;
+            s
+        }
+    };
+    let clock_start = opts.time.unwrap_or_else(|| Timestamp::from_system_time(SystemTime::now()));
+    let world = WorldConfig { key: world_key(&seed, clock_start, &opts.url), clock_start, scope: Scope::Networked };
+    let resolve: HashMap<(String, u16), IpAddr> = opts.resolve.iter().map(|(h, p, a)| ((h.clone(), *p), *a)).collect();
+    let spec = Spec { url: opts.url.clone(), ca_files, world, timeout: opts.timeout };
+    let report = session::run(spec, Ends::Record { resolve })?;
+
+    let mut connections = Vec::new();
+    let mut upstream_error = None;
+    for c in report.connections {
+        match c {
+            ConnectionResult::Recorded(r) => {
+                if upstream_error.is_none() {
+                    upstream_error = r.error.clone();
+                }
+                connections.push(r.connection);
+            }
+            ConnectionResult::Replayed(_) => unreachable!("sign only records"),
+            ConnectionResult::Unexpected(e) => return Err(Error::SignFailed(e)),
+        }
+    }
+    let response = match report.outcome {
+        Ok(ClientOutcome::Fetched(r)) => r,
+        Ok(ClientOutcome::Failed(f)) => {
+            // A refused or unreachable server is better said by the recorder
+            // than by the client, which only saw its socket close.
+            if let (Some(e), FailureKind::Io | FailureKind::Tls | FailureKind::Connect) = (&upstream_error, f.kind) {
+                return Err(Error::SignFailed(e.clone()));
+            }
+            return Err(match f.kind {
+                FailureKind::BadUrl => Error::Usage(f.message),
+                _ => Error::SignFailed(f.message),
+            });
+        }
+        Err(why) => return Err(Error::SignFailed(upstream_error.unwrap_or(why))),
+    };
+    let t = Transcript {
+        client: client::client_id(),
+        url: opts.url,
+        seed,
+        clock_start,
+        backend: "seccomp".into(),
+        connections,
+        response,
+    };
+    transcript::write_file_atomic(&opts.output, &t)
+        .map_err(|e| Error::SignFailed(format!("cannot write {}: {e}", opts.output.display())))?;
+    Ok(Signed { transcript: t, stats: report.stats, elapsed: report.elapsed })
+}
+
+/// Fails before any network traffic if the transcript could not be written.
+fn check_output_dir(output: &Path) -> Result<(), Error> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!("cannot write {}: {} is not a directory", output.display(), dir.display())));
+    }
+    if output.is_dir() {
+        return Err(Error::Usage(format!("cannot write {}: it is a directory", output.display())));
+    }
+    Ok(())
+}
+
+/// The client runs in `/`: relative CA paths must be made absolute.
+pub(crate) fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    paths
+        .iter()
+        .map(|p| {
+            if !p.is_file() {
+                return Err(Error::Usage(format!("--ca-file {}: no such file", p.display())));
+            }
+            std::path::absolute(p).map_err(|e| Error::Usage(format!("--ca-file {}: {e}", p.display())))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://example.test/a?b").is_ok());
+        assert!(matches!(check_url("http://example.test/"), Err(Error::Usage(m)) if m.contains("nothing to sign")));
+        assert!(check_url("ftp://x/").is_err());
+        assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn resolve_specs() {
+        assert_eq!(parse_resolve("A.test:443:127.0.0.1").unwrap(), ("a.test".into(), 443, "127.0.0.1".parse().unwrap()));
+        assert_eq!(parse_resolve("a.test:8443:[::1]").unwrap().2, "::1".parse::<IpAddr>().unwrap());
+        for bad in ["a.test", "a.test:x:127.0.0.1", ":1:127.0.0.1", "a.test:1:nope"] {
+            assert!(parse_resolve(bad).is_err(), "{bad}");
+        }
+    }
+}
