@@ -112,6 +112,15 @@ pub fn parse_seed(s: &str) -> Result<[u8; 32], Error> {
     Ok(out)
 }
 
+/// A transcript's seed is a key: `sign` takes only all 64 hex digits, so a
+/// typo cannot silently shorten it.
+pub fn parse_full_seed(s: &str) -> Result<[u8; 32], Error> {
+    if s.len() != 64 {
+        return Err(Error::Usage(format!("--seed for sign must be exactly 64 hex digits (256 bits), but {s:?} has {}", s.len())));
+    }
+    parse_seed(s)
+}
+
 /// Parses an RFC 3339 time such as 2020-06-01T00:00:00Z.
 pub fn parse_time(s: &str) -> Result<Timestamp, Error> {
     let t = humantime::parse_rfc3339_weak(s)
@@ -139,7 +148,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let opts = crate::sign::SignOptions {
                 resolve: a.resolve.iter().map(|r| crate::sign::parse_resolve(r)).collect::<Result<_, _>>()?,
                 time: a.time.as_deref().map(parse_time).transpose()?,
-                seed: a.seed.as_deref().map(parse_seed).transpose()?,
+                seed: a.seed.as_deref().map(parse_full_seed).transpose()?,
                 timeout: timeout(a.timeout)?,
                 url: a.url,
                 output: a.output,

@@ -134,15 +134,19 @@ fn check_output_dir(output: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The client runs in `/`: relative CA paths must be made absolute.
+/// Checks each CA file holds at least one PEM certificate, and makes the
+/// paths absolute: the client runs in `/`.
 pub(crate) fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     paths
         .iter()
         .map(|p| {
-            if !p.is_file() {
-                return Err(Error::Usage(format!("--ca-file {}: no such file", p.display())));
+            let bad = |why: String| Error::Usage(format!("--ca-file {}: {why}", p.display()));
+            let pem = std::fs::read(p).map_err(|e| bad(e.to_string()))?;
+            let certs = rustls_pemfile::certs(&mut pem.as_slice()).filter(Result::is_ok).count();
+            if certs == 0 {
+                return Err(bad("no PEM certificate in it".into()));
             }
-            std::path::absolute(p).map_err(|e| Error::Usage(format!("--ca-file {}: {e}", p.display())))
+            std::path::absolute(p).map_err(|e| bad(e.to_string()))
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::transcript::{Connection, Event};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const SERVER_GRACE: Duration = Duration::from_secs(2);
 
 /// One recorded connection, and what went wrong on it, if anything.
 pub struct Recorded {
@@ -52,7 +53,20 @@ async fn relay(mut client: UnixStream, mut server: TcpStream, events: &mut Vec<E
     let mut sbuf = vec![0u8; 64 * 1024];
     let (mut client_open, mut server_open) = (true, true);
     while client_open || server_open {
+        // Once the client has gone, the server gets a grace period to finish:
+        // what it sends after the client stopped listening is not evidence
+        // of anything, and a server that never closes must not stall a sign.
+        let grace = async {
+            if client_open {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(SERVER_GRACE).await
+            }
+        };
         tokio::select! {
+            _ = grace => {
+                break;
+            },
             r = cr.read(&mut cbuf), if client_open => match r {
                 Ok(0) | Err(_) => {
                     events.push(Event::ClientEof);
