@@ -84,6 +84,19 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         // The root directory is the same on every machine; the caller's
         // working directory is not.
         .current_dir("/");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))?;
+    // Listen for Ctrl-C and SIGTERM before the client exists, so neither can
+    // slip between its start and the loop below. (Handlers reset at exec:
+    // the client keeps the default actions.)
+    let (mut sigint, mut sigterm) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _rt = rt.enter();
+        let install = |k| signal(k).map_err(|e| Error::Environment(format!("cannot handle signals: {e}")));
+        (install(SignalKind::interrupt())?, install(SignalKind::terminate())?)
+    };
     let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| env_err(&e))?;
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let stdout = child.stdout.take().map(|s| collect(s, MAX_OUTCOME));
@@ -104,18 +117,24 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
             .map_err(|e| Error::Environment(format!("cannot start the supervisor thread: {e}")))?
     };
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))?;
     let ends = Arc::new(ends);
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let (results, stop) = rt.block_on(async {
         let mut tasks: Vec<(usize, tokio::task::JoinHandle<ConnectionResult>)> = Vec::new();
         let mut stop: Option<Stop> = None;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         loop {
             tokio::select! {
+                // Signals first: a Ctrl-C also kills the client, and its
+                // death must not be mistaken for a plain failure.
+                biased;
+                _ = sigint.recv(), if stop.is_none() => {
+                    stop = Some(Stop::Interrupted);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                _ = sigterm.recv(), if stop.is_none() => {
+                    stop = Some(Stop::Interrupted);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
                 conn = rx.recv() => match conn {
                     Some((Destination::Nameserver, s)) => {
                         if let Ok(s) = relay::into_async(s) {
@@ -131,14 +150,6 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
                 },
                 _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
                     stop = Some(Stop::TimedOut);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                _ = tokio::signal::ctrl_c(), if stop.is_none() => {
-                    stop = Some(Stop::Interrupted);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if stop.is_none() => {
-                    stop = Some(Stop::Interrupted);
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
@@ -163,6 +174,14 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         (results, stop)
     });
     let status = child.wait();
+    // The client killed by the signal a Ctrl-C sends the whole group: the
+    // supervisor's own copy may not have been seen yet.
+    let stop = match (&stop, &status) {
+        (None, Ok(st)) if matches!(std::os::unix::process::ExitStatusExt::signal(st), Some(libc::SIGINT | libc::SIGTERM)) => {
+            Some(Stop::Interrupted)
+        }
+        _ => stop,
+    };
     let stats = match supervisor.join() {
         Ok(Ok(stats)) => stats,
         Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
