@@ -863,7 +863,7 @@ mod tests {
         // Byte budget, counted over the whole head including line endings.
         let head_of = |n: usize| {
             let mut v = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
-            v.extend(std::iter::repeat(b'v').take(n));
+            v.extend(std::iter::repeat_n(b'v', n));
             v.extend_from_slice(b"\r\n\r\n");
             v
         };

@@ -185,7 +185,7 @@ impl Supervisor<'_, '_> {
                 if nonblock {
                     fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
                 }
-                let feeder = RandomFeeder::start(write, stream)?;
+                let feeder = RandomFeeder::start(write, *stream)?;
                 let accepted = sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?.is_some();
                 drop(read);
                 feeder.detach();

@@ -110,7 +110,10 @@ impl VdsoPatch {
 }
 
 /// (name, (offset, size)) of every defined function in the image's .dynsym.
-fn dynamic_symbols(img: &[u8]) -> Result<Vec<(String, (u64, u64))>, VdsoError> {
+/// A symbol's name, and its (offset, size) in the image.
+type Symbol = (String, (u64, u64));
+
+fn dynamic_symbols(img: &[u8]) -> Result<Vec<Symbol>, VdsoError> {
     let u16_at = |o: usize| img.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |o: usize| img.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
     let u64_at = |o: usize| img.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));

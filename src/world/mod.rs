@@ -109,7 +109,7 @@ pub enum Answer {
     /// Install a file with `content` as a new fd; return its number.
     File { content: Vec<u8>, cloexec: bool },
     /// Install the read end of an endless random byte stream as a new fd.
-    RandomDevice { stream: ChaCha20Rng, cloexec: bool, nonblock: bool },
+    RandomDevice { stream: Box<ChaCha20Rng>, cloexec: bool, nonblock: bool },
     /// Replace the connecting socket with one connected to `to`; return 0.
     Redirect { to: Destination },
 }
@@ -118,7 +118,7 @@ pub enum Answer {
 #[derive(Debug)]
 pub enum Commit {
     None,
-    Random { id: StreamId, state: ChaCha20Rng },
+    Random { id: StreamId, state: Box<ChaCha20Rng> },
     ClockRead { thread: ThreadKey },
     DeviceOpened { process: u32 },
     Connected,
@@ -190,7 +190,7 @@ impl World {
                 let (bytes, state) = self.streams.draw(id, len);
                 // `len` is at most MAX_GETRANDOM, far below i64::MAX.
                 let ret = i64::try_from(len).unwrap_or(0);
-                (Answer::Return { writes: vec![(buf, bytes)], ret }, Commit::Random { id, state })
+                (Answer::Return { writes: vec![(buf, bytes)], ret }, Commit::Random { id, state: Box::new(state) })
             }
             Request::ClockGettime { clock, ts } => match classify(clock) {
                 Ok(kind) => {
@@ -245,7 +245,7 @@ impl World {
                 return (Answer::Continue, Commit::None);
             }
             let open = self.device_opens.get(&key.process).copied().unwrap_or(0);
-            let stream = self.streams.fresh(StreamId::Device { process: key.process, open });
+            let stream = Box::new(self.streams.fresh(StreamId::Device { process: key.process, open }));
             let nonblock = flags & O_NONBLOCK != 0;
             return (
                 Answer::RandomDevice { stream, cloexec, nonblock },
@@ -301,7 +301,7 @@ impl World {
     pub fn commit(&mut self, c: Commit) {
         match c {
             Commit::None => {}
-            Commit::Random { id, state } => self.streams.commit(id, state),
+            Commit::Random { id, state } => self.streams.commit(id, *state),
             Commit::ClockRead { thread } => *self.clock_reads.entry(thread).or_insert(0) += 1,
             Commit::DeviceOpened { process } => *self.device_opens.entry(process).or_insert(0) += 1,
             Commit::Connected => self.connections += 1,
