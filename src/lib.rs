@@ -15,6 +15,45 @@
 //! - [`world`]: what the deterministic world answers; knows no backend;
 //! - [`transcript`]: plain data and its one codec;
 //! - [`client`]: the built-in HTTPS client, run as the supervised child.
+//!
+//! Signing and verifying from Rust (needs a reachable server, so not run
+//! here):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tlsign_seccomp::{sign, verify};
+//!
+//! let signed = sign::sign(sign::SignOptions {
+//!     url: "https://example.org/".into(),
+//!     output: "example.tlsign".into(),
+//!     ca_files: vec![],
+//!     resolve: vec![],
+//!     time: None,
+//!     seed: None,
+//!     timeout: Duration::from_secs(30),
+//! })?;
+//! println!("{} body bytes", signed.transcript.response.body.len());
+//!
+//! let verified = verify::verify(verify::VerifyOptions {
+//!     file: "example.tlsign".into(),
+//!     ca_files: vec![],
+//!     timeout: Duration::from_secs(30),
+//! })?;
+//! assert_eq!(verified.transcript.response, signed.transcript.response);
+//! # Ok::<(), tlsign_seccomp::Error>(())
+//! ```
+//!
+//! Transcripts are hostile input: decoding names what is wrong instead of
+//! trusting the file.
+//!
+//! ```
+//! use tlsign_seccomp::transcript::{decode, Limits};
+//!
+//! let err = decode(b"GIF89a, not a transcript", &Limits::default()).unwrap_err();
+//! assert!(err.to_string().starts_with("not a tlsign transcript"));
+//! ```
+
+#![deny(unsafe_code)]
 
 mod error;
 pub mod cli;
@@ -24,6 +63,7 @@ pub mod relay;
 pub mod run;
 mod session;
 pub mod sign;
+#[allow(unsafe_code)]
 mod sys;
 pub mod transcript;
 pub mod verify;

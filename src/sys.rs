@@ -191,6 +191,24 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
     r
 }
 
+/// Makes `cmd` run [`child_install_filter`] between fork and exec.
+pub fn install_filter_before_exec(cmd: &mut std::process::Command, filter: Vec<libc::sock_filter>, sock: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only raw,
+    // async-signal-safe syscalls on data prepared before the fork (the
+    // filter, an fd number); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || child_install_filter(&filter, sock));
+    }
+}
+
+/// Takes ownership of an fd that SCM_RIGHTS just created in this process.
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel created this fd for us in recvmsg; nothing else
+    // owns or closes it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// sendmsg with SCM_RIGHTS and stack buffers only (we are between fork and exec).
 fn send_fd_raw(sock: RawFd, fd: RawFd, tag: u8) -> io::Result<()> {
     let mut data = [tag];

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
 use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
@@ -47,12 +46,7 @@ pub fn spawn(cmd: &mut Command, filter: Vec<libc::sock_filter>) -> Result<(Child
     let program = cmd.get_program().to_string_lossy().into_owned();
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| SpawnError::Listener(e.into()))?;
-    let theirs_raw = theirs.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec and makes only raw
-    // syscalls on data prepared before the fork (`filter`, an fd number).
-    unsafe {
-        cmd.pre_exec(move || sys::child_install_filter(&filter, theirs_raw));
-    }
+    sys::install_filter_before_exec(cmd, filter, theirs.as_raw_fd());
     let child = cmd.spawn().map_err(|source| SpawnError::Spawn { program, source })?;
     drop(theirs);
     let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
@@ -68,8 +62,7 @@ fn receive_listener(sock: &OwnedFd) -> io::Result<(OwnedFd, bool)> {
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
-                // SAFETY: SCM_RIGHTS just created this fd in our process.
-                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                let fd = sys::own_received_fd(fd);
                 return Ok((fd, tag[0] == sys::LISTENER_KILLABLE));
             }
         }
