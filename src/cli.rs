@@ -57,7 +57,8 @@ pub struct SignArgs {
     /// The world's clock at the start (RFC 3339). Default: now.
     #[arg(long, value_name = "RFC3339")]
     pub time: Option<String>,
-    /// The world's 256-bit seed as hex. Default: fresh random.
+    /// The world's 256-bit seed as exactly 64 hex digits. Default: fresh
+    /// random (the seed is written into the transcript either way).
     #[arg(long, value_name = "HEX")]
     pub seed: Option<String>,
     /// Give up after this many seconds.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::Cmd;
 
 /// Which server certificate a server presents. All are issued by
-/// [`Pki::ca`] for `DNS:tlsign.test, DNS:localhost, IP:127.0.0.1`.
+/// [`Pki::ca`] for `DNS:tlsign.test, DNS:localhost, IP:127.0.0.1, IP:::1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cert {
     /// 2019-01-01 .. 2049-12-31: valid now and at any `--time` the tests use.
@@ -97,7 +97,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:tlsign.test, DNS:localhost, IP:127.0.0.1
+subjectAltName = DNS:tlsign.test, DNS:localhost, IP:127.0.0.1, IP:::1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 "#;

@@ -251,12 +251,17 @@ pub struct SServer {
 
 impl SServer {
     pub fn start(dir: &Path, pki: &Pki, cert: Cert, version: TlsVersion) -> SServer {
+        Self::start_on(dir, pki, cert, version, "127.0.0.1")
+    }
+
+    /// The same, listening on `host` (`[::1]` for IPv6 loopback).
+    pub fn start_on(dir: &Path, pki: &Pki, cert: Cert, version: TlsVersion, host: &str) -> SServer {
         let sdir = subdir(dir, "s_server-");
         let site = Site::create(&sdir);
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let mut cmd = Command::new("openssl");
-            cmd.args(["s_server", "-WWW", "-accept", &format!("127.0.0.1:{port}")]);
+            cmd.args(["s_server", "-WWW", "-accept", &format!("{host}:{port}")]);
             cmd.arg("-cert")
                 .arg(pki.cert(cert))
                 .arg("-key")
