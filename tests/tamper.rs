@@ -399,3 +399,45 @@ fn helpers_flip_the_byte_they_say() {
     assert_eq!(other_alnum(b'9'), b'0');
     assert_eq!(other_alnum(b'i'), b'j');
 }
+
+/// The client's exact behaviour is part of what a transcript means: a
+/// transcript naming another client (or another version of ours) is refused
+/// as unverifiable here (exit 2), not judged (exit 1).
+#[test]
+fn another_client_is_refused() {
+    let s = signed();
+    for (what, edit) in [
+        ("version", (|t: &mut Transcript| t.client.version.push_str("-other")) as fn(&mut Transcript)),
+        ("name", |t: &mut Transcript| t.client.name = "curl".into()),
+    ] {
+        let mut t = s.t.clone();
+        edit(&mut t);
+        let file = s.dir.join(format!("client-{what}.tlsign"));
+        write_transcript(&file, &t);
+        let r = verify_file(&file, &s.ca);
+        r.assert_code(2);
+        r.assert_one_error_line();
+        r.assert_stderr_mentions("client");
+    }
+}
+
+/// Connections are checked against where the replayed client connects: a
+/// transcript whose connection names another host or port fails.
+#[test]
+fn tamper_connection_endpoint() {
+    let s = signed();
+    let mut host = s.t.clone();
+    host.connections[0].host = "other.test".into();
+    let mut port = s.t.clone();
+    port.connections[0].port ^= 1;
+    let mut extra = s.t.clone();
+    extra.connections.push(extra.connections[0].clone());
+    run_cases(
+        "endpoint",
+        vec![
+            fails("host", host, &["connection 0", "other.test"]),
+            fails("port", port, &["connection 0"]),
+            fails("extra connection", extra, &["connection"]),
+        ],
+    );
+}
