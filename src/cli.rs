@@ -101,7 +101,11 @@ pub struct RunArgs {
 
 /// Parses a hex seed of 1 to 64 digits, zero-extended on the left.
 pub fn parse_seed(s: &str) -> Result<[u8; 32], Error> {
-    let bad = || Error::Usage(format!("--seed must be 1 to 64 hex digits, but {s:?} is not"));
+    let bad = || {
+        Error::Usage(format!(
+            "--seed must be 1 to 64 hex digits, but {s:?} is not"
+        ))
+    };
     if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
@@ -117,37 +121,64 @@ pub fn parse_seed(s: &str) -> Result<[u8; 32], Error> {
 /// typo cannot silently shorten it.
 pub fn parse_full_seed(s: &str) -> Result<[u8; 32], Error> {
     if s.len() != 64 {
-        return Err(Error::Usage(format!("--seed for sign must be exactly 64 hex digits (256 bits), but {s:?} has {}", s.len())));
+        return Err(Error::Usage(format!(
+            "--seed for sign must be exactly 64 hex digits (256 bits), but {s:?} has {}",
+            s.len()
+        )));
     }
     parse_seed(s)
 }
 
 /// Parses an RFC 3339 time such as 2020-06-01T00:00:00Z.
 pub fn parse_time(s: &str) -> Result<Timestamp, Error> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| Error::Usage(format!("--time must be an RFC 3339 time like 2020-06-01T00:00:00Z, but {s:?} is not: {e}")))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        Error::Usage(format!(
+            "--time must be an RFC 3339 time like 2020-06-01T00:00:00Z, but {s:?} is not: {e}"
+        ))
+    })?;
     Ok(Timestamp::from_system_time(t))
 }
 
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(a) => {
-            let seed = a.seed.as_deref().map(parse_seed).transpose()?.unwrap_or(crate::run::DEFAULT_SEED);
-            let time = a.time.as_deref().map(parse_time).transpose()?.unwrap_or(crate::run::DEFAULT_TIME);
+            let seed = a
+                .seed
+                .as_deref()
+                .map(parse_seed)
+                .transpose()?
+                .unwrap_or(crate::run::DEFAULT_SEED);
+            let time = a
+                .time
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or(crate::run::DEFAULT_TIME);
             let env = a
                 .env
                 .iter()
                 .map(|kv| match kv.split_once('=') {
                     Some((k, v)) if !k.is_empty() => Ok((OsString::from(k), OsString::from(v))),
-                    _ => Err(Error::Usage(format!("--env must be KEY=VALUE, but {kv:?} is not"))),
+                    _ => Err(Error::Usage(format!(
+                        "--env must be KEY=VALUE, but {kv:?} is not"
+                    ))),
                 })
                 .collect::<Result<_, _>>()?;
-            let out = crate::run::run(crate::run::RunOptions { seed, time, env, command: a.command })?;
+            let out = crate::run::run(crate::run::RunOptions {
+                seed,
+                time,
+                env,
+                command: a.command,
+            })?;
             Ok(out.code)
         }
         Command::Sign(a) => {
             let opts = crate::sign::SignOptions {
-                resolve: a.resolve.iter().map(|r| crate::sign::parse_resolve(r)).collect::<Result<_, _>>()?,
+                resolve: a
+                    .resolve
+                    .iter()
+                    .map(|r| crate::sign::parse_resolve(r))
+                    .collect::<Result<_, _>>()?,
                 time: a.time.as_deref().map(parse_time).transpose()?,
                 seed: a.seed.as_deref().map(parse_full_seed).transpose()?,
                 timeout: timeout(a.timeout)?,
@@ -172,7 +203,11 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             Ok(crate::exit::OK)
         }
         Command::Verify(a) => {
-            let opts = crate::verify::VerifyOptions { file: a.file.clone(), ca_files: a.ca_files, timeout: timeout(a.timeout)? };
+            let opts = crate::verify::VerifyOptions {
+                file: a.file.clone(),
+                ca_files: a.ca_files,
+                timeout: timeout(a.timeout)?,
+            };
             let v = crate::verify::verify(opts)?;
             let t = &v.transcript;
             if let Some(path) = &a.body {
@@ -194,7 +229,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
 
 fn timeout(secs: u64) -> Result<std::time::Duration, Error> {
     if secs == 0 || secs > 24 * 3600 {
-        return Err(Error::Usage(format!("--timeout must be 1 to 86400 seconds, but {secs} is not")));
+        return Err(Error::Usage(format!(
+            "--timeout must be 1 to 86400 seconds, but {secs} is not"
+        )));
     }
     Ok(std::time::Duration::from_secs(secs))
 }
@@ -204,13 +241,18 @@ fn write_body(path: &std::path::Path, body: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     if path.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
-        return out.write_all(body).and_then(|()| out.flush()).map_err(|e| Error::Usage(format!("cannot write the body to stdout: {e}")));
+        return out
+            .write_all(body)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::Usage(format!("cannot write the body to stdout: {e}")));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let fail = |e: std::io::Error| Error::Usage(format!("cannot write the body to {}: {e}", path.display()));
+    let fail = |e: std::io::Error| {
+        Error::Usage(format!("cannot write the body to {}: {e}", path.display()))
+    };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     tmp.write_all(body).map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
@@ -232,7 +274,10 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(parse_time("2000-01-01T00:00:00Z").unwrap().secs, 946_684_800);
+        assert_eq!(
+            parse_time("2000-01-01T00:00:00Z").unwrap().secs,
+            946_684_800
+        );
         assert!(parse_time("yesterday").is_err());
     }
 }

@@ -55,9 +55,9 @@
 
 #![deny(unsafe_code)]
 
-mod error;
 pub mod cli;
 pub mod client;
+mod error;
 pub mod intercept;
 pub mod relay;
 pub mod run;

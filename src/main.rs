@@ -8,7 +8,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The supervised child: the same binary, re-executed.
-    if args.get(1).is_some_and(|a| a == tlsign_seccomp::client::CHILD_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == tlsign_seccomp::client::CHILD_ARG)
+    {
         let code = tlsign_seccomp::client::child_main(args.split_off(2));
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
@@ -21,7 +24,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ");
             eprintln!("error: {first} (see --help)");
             return ExitCode::from(tlsign_seccomp::exit::BAD_INPUT as u8);
         }

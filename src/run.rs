@@ -14,7 +14,10 @@ use crate::Error;
 /// without options are already alike.
 pub const DEFAULT_SEED: [u8; 32] = [0; 32];
 /// The clock start `run` uses when no time is named: 2000-01-01T00:00:00Z.
-pub const DEFAULT_TIME: Timestamp = Timestamp { secs: 946_684_800, nanos: 0 };
+pub const DEFAULT_TIME: Timestamp = Timestamp {
+    secs: 946_684_800,
+    nanos: 0,
+};
 
 pub struct RunOptions {
     pub seed: [u8; 32],
@@ -33,13 +36,23 @@ pub struct RunOutcome {
 }
 
 pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
-    let (program, args) = opts.command.split_first().ok_or_else(|| Error::Usage("run needs a command after --".into()))?;
-    let cfg = WorldConfig { key: world_key(&opts.seed, opts.time, ""), clock_start: opts.time, scope: Scope::Local };
+    let (program, args) = opts
+        .command
+        .split_first()
+        .ok_or_else(|| Error::Usage("run needs a command after --".into()))?;
+    let cfg = WorldConfig {
+        key: world_key(&opts.seed, opts.time, ""),
+        clock_start: opts.time,
+        scope: Scope::Local,
+    };
     let world = Mutex::new(World::new(cfg));
     let prog = filter::build(Scope::Local).map_err(|e| Error::Environment(e.to_string()))?;
     let vdso = VdsoPatch::prepare().map_err(|e| Error::Environment(e.to_string()))?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().envs(target::MINIMAL_ENV.iter().copied()).envs(opts.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(args)
+        .env_clear()
+        .envs(target::MINIMAL_ENV.iter().copied())
+        .envs(opts.env.iter().map(|(k, v)| (k, v)));
     let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| match e {
         target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
         target::SpawnError::Listener(_) => Error::Environment(e.to_string()),
@@ -50,14 +63,19 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
     crate::sys::ignore_interrupts();
     let root = i32::try_from(child.id()).unwrap_or(0);
     std::thread::scope(|s| {
-        let supervisor = s.spawn(|| seccomp::serve(listener, &world, vdso.as_ref(), root, &mut |_, _| {}));
-        let status = child.wait().map_err(|e| Error::Environment(format!("waiting for the command: {e}")));
+        let supervisor =
+            s.spawn(|| seccomp::serve(listener, &world, vdso.as_ref(), root, &mut |_, _| {}));
+        let status = child
+            .wait()
+            .map_err(|e| Error::Environment(format!("waiting for the command: {e}")));
         let stats = supervisor
             .join()
             .map_err(|_| Error::Environment("the supervisor thread panicked".into()))?
             .map_err(|e| Error::Environment(e.to_string()))?;
         let status = status?;
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Ok(RunOutcome { code, stats })
     })
 }

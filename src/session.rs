@@ -34,7 +34,9 @@ const MAX_OUTCOME: u64 = 300 << 20;
 pub enum Ends {
     /// To the real servers. `resolve` overrides name resolution for
     /// (host, port), as curl's --resolve does.
-    Record { resolve: HashMap<(String, u16), IpAddr> },
+    Record {
+        resolve: HashMap<(String, u16), IpAddr>,
+    },
     /// To the recorded connections, in order.
     Replay { connections: Arc<Vec<Connection>> },
 }
@@ -70,7 +72,8 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
     let prog = filter::build(Scope::Networked).map_err(|e| env_err(&e))?;
     let vdso = VdsoPatch::prepare().map_err(|e| env_err(&e))?;
-    let exe = std::env::current_exe().map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.arg(client::CHILD_ARG).arg(&spec.url);
     for ca in &spec.ca_files {
@@ -94,8 +97,12 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     let (mut sigint, mut sigterm) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _rt = rt.enter();
-        let install = |k| signal(k).map_err(|e| Error::Environment(format!("cannot handle signals: {e}")));
-        (install(SignalKind::interrupt())?, install(SignalKind::terminate())?)
+        let install =
+            |k| signal(k).map_err(|e| Error::Environment(format!("cannot handle signals: {e}")));
+        (
+            install(SignalKind::interrupt())?,
+            install(SignalKind::terminate())?,
+        )
     };
     let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| env_err(&e))?;
     let pid = i32::try_from(child.id()).unwrap_or(0);
@@ -177,7 +184,12 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     // The client killed by the signal a Ctrl-C sends the whole group: the
     // supervisor's own copy may not have been seen yet.
     let stop = match (&stop, &status) {
-        (None, Ok(st)) if matches!(std::os::unix::process::ExitStatusExt::signal(st), Some(libc::SIGINT | libc::SIGTERM)) => {
+        (None, Ok(st))
+            if matches!(
+                std::os::unix::process::ExitStatusExt::signal(st),
+                Some(libc::SIGINT | libc::SIGTERM)
+            ) =>
+        {
             Some(Stop::Interrupted)
         }
         _ => stop,
@@ -192,26 +204,52 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         Some(Stop::TimedOut) => {
             let connections = results.into_iter().map(|(_, r)| r).collect();
             let why = format!("timed out after {} s", spec.timeout.as_secs());
-            return Ok(Report { outcome: Err(why), connections, stats, elapsed: started.elapsed() });
+            return Ok(Report {
+                outcome: Err(why),
+                connections,
+                stats,
+                elapsed: started.elapsed(),
+            });
         }
         None => {}
     }
-    let out = stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-    let err = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let out = stdout
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    let err = stderr
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
     let outcome = match client::decode_outcome(&out) {
         Ok(o) => Ok(o),
         Err(_) => {
-            let last = String::from_utf8_lossy(&err).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            let last = String::from_utf8_lossy(&err)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
             let how = match &status {
                 Ok(s) => format!("{s}"),
                 Err(e) => format!("unknown status ({e})"),
             };
-            Err(format!("the client ended without a result ({how}){}", if last.is_empty() { String::new() } else { format!(": {last}") }))
+            Err(format!(
+                "the client ended without a result ({how}){}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            ))
         }
     };
     let mut connections: Vec<(usize, ConnectionResult)> = results;
     connections.sort_by_key(|(i, _)| *i);
-    Ok(Report { outcome, connections: connections.into_iter().map(|(_, r)| r).collect(), stats, elapsed: started.elapsed() })
+    Ok(Report {
+        outcome,
+        connections: connections.into_iter().map(|(_, r)| r).collect(),
+        stats,
+        elapsed: started.elapsed(),
+    })
 }
 
 enum Stop {
@@ -219,7 +257,13 @@ enum Stop {
     Interrupted,
 }
 
-async fn serve_connection(ends: Arc<Ends>, index: usize, host: String, port: u16, s: std::os::unix::net::UnixStream) -> ConnectionResult {
+async fn serve_connection(
+    ends: Arc<Ends>,
+    index: usize,
+    host: String,
+    port: u16,
+    s: std::os::unix::net::UnixStream,
+) -> ConnectionResult {
     let s = match relay::into_async(s) {
         Ok(s) => s,
         Err(e) => return ConnectionResult::Unexpected(format!("connection {index}: {e}")),

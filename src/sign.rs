@@ -35,8 +35,16 @@ pub fn check_url(url: &str) -> Result<url::Url, Error> {
     let u = url::Url::parse(url).map_err(|e| Error::Usage(format!("bad URL {url:?}: {e}")))?;
     match u.scheme() {
         "https" => {}
-        "http" => return Err(Error::Usage(format!("{url} is plain http://, which has nothing to sign; use https://"))),
-        s => return Err(Error::Usage(format!("bad URL {url:?}: scheme {s:?} is not https"))),
+        "http" => {
+            return Err(Error::Usage(format!(
+                "{url} is plain http://, which has nothing to sign; use https://"
+            )))
+        }
+        s => {
+            return Err(Error::Usage(format!(
+                "bad URL {url:?}: scheme {s:?} is not https"
+            )))
+        }
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(Error::Usage(format!("bad URL {url:?}: no host")));
@@ -46,11 +54,19 @@ pub fn check_url(url: &str) -> Result<url::Url, Error> {
 
 /// Parses curl's `HOST:PORT:ADDR` (ADDR may be a bracketed IPv6 address).
 pub fn parse_resolve(s: &str) -> Result<(String, u16, IpAddr), Error> {
-    let bad = || Error::Usage(format!("--resolve must be HOST:PORT:ADDR, but {s:?} is not"));
+    let bad = || {
+        Error::Usage(format!(
+            "--resolve must be HOST:PORT:ADDR, but {s:?} is not"
+        ))
+    };
     let (host, rest) = s.split_once(':').ok_or_else(bad)?;
     let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
-    let addr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad())?;
+    let addr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| bad())?;
     if host.is_empty() {
         return Err(bad());
     }
@@ -70,10 +86,25 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
             s
         }
     };
-    let clock_start = opts.time.unwrap_or_else(|| Timestamp::from_system_time(SystemTime::now()));
-    let world = WorldConfig { key: world_key(&seed, clock_start, &opts.url), clock_start, scope: Scope::Networked };
-    let resolve: HashMap<(String, u16), IpAddr> = opts.resolve.iter().map(|(h, p, a)| ((h.clone(), *p), *a)).collect();
-    let spec = Spec { url: opts.url.clone(), ca_files, world, timeout: opts.timeout };
+    let clock_start = opts
+        .time
+        .unwrap_or_else(|| Timestamp::from_system_time(SystemTime::now()));
+    let world = WorldConfig {
+        key: world_key(&seed, clock_start, &opts.url),
+        clock_start,
+        scope: Scope::Networked,
+    };
+    let resolve: HashMap<(String, u16), IpAddr> = opts
+        .resolve
+        .iter()
+        .map(|(h, p, a)| ((h.clone(), *p), *a))
+        .collect();
+    let spec = Spec {
+        url: opts.url.clone(),
+        ca_files,
+        world,
+        timeout: opts.timeout,
+    };
     let report = session::run(spec, Ends::Record { resolve })?;
 
     let mut connections = Vec::new();
@@ -95,7 +126,9 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         Ok(ClientOutcome::Failed(f)) => {
             // A refused or unreachable server is better said by the recorder
             // than by the client, which only saw its socket close.
-            if let (Some(e), FailureKind::Io | FailureKind::Tls | FailureKind::Connect) = (&upstream_error, f.kind) {
+            if let (Some(e), FailureKind::Io | FailureKind::Tls | FailureKind::Connect) =
+                (&upstream_error, f.kind)
+            {
                 return Err(Error::SignFailed(e.clone()));
             }
             return Err(match f.kind {
@@ -116,7 +149,11 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
     };
     transcript::write_file_atomic(&opts.output, &t)
         .map_err(|e| Error::SignFailed(format!("cannot write {}: {e}", opts.output.display())))?;
-    Ok(Signed { transcript: t, stats: report.stats, elapsed: report.elapsed })
+    Ok(Signed {
+        transcript: t,
+        stats: report.stats,
+        elapsed: report.elapsed,
+    })
 }
 
 /// Fails before any network traffic if the transcript could not be written.
@@ -126,10 +163,17 @@ fn check_output_dir(output: &Path) -> Result<(), Error> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(Error::Usage(format!("cannot write {}: {} is not a directory", output.display(), dir.display())));
+        return Err(Error::Usage(format!(
+            "cannot write {}: {} is not a directory",
+            output.display(),
+            dir.display()
+        )));
     }
     if output.is_dir() {
-        return Err(Error::Usage(format!("cannot write {}: it is a directory", output.display())));
+        return Err(Error::Usage(format!(
+            "cannot write {}: it is a directory",
+            output.display()
+        )));
     }
     Ok(())
 }
@@ -142,7 +186,9 @@ pub(crate) fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         .map(|p| {
             let bad = |why: String| Error::Usage(format!("--ca-file {}: {why}", p.display()));
             let pem = std::fs::read(p).map_err(|e| bad(e.to_string()))?;
-            let certs = rustls_pemfile::certs(&mut pem.as_slice()).filter(Result::is_ok).count();
+            let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                .filter(Result::is_ok)
+                .count();
             if certs == 0 {
                 return Err(bad("no PEM certificate in it".into()));
             }
@@ -158,16 +204,29 @@ mod tests {
     #[test]
     fn urls() {
         assert!(check_url("https://example.test/a?b").is_ok());
-        assert!(matches!(check_url("http://example.test/"), Err(Error::Usage(m)) if m.contains("nothing to sign")));
+        assert!(
+            matches!(check_url("http://example.test/"), Err(Error::Usage(m)) if m.contains("nothing to sign"))
+        );
         assert!(check_url("ftp://x/").is_err());
         assert!(check_url("not a url").is_err());
     }
 
     #[test]
     fn resolve_specs() {
-        assert_eq!(parse_resolve("A.test:443:127.0.0.1").unwrap(), ("a.test".into(), 443, "127.0.0.1".parse().unwrap()));
-        assert_eq!(parse_resolve("a.test:8443:[::1]").unwrap().2, "::1".parse::<IpAddr>().unwrap());
-        for bad in ["a.test", "a.test:x:127.0.0.1", ":1:127.0.0.1", "a.test:1:nope"] {
+        assert_eq!(
+            parse_resolve("A.test:443:127.0.0.1").unwrap(),
+            ("a.test".into(), 443, "127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_resolve("a.test:8443:[::1]").unwrap().2,
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        for bad in [
+            "a.test",
+            "a.test:x:127.0.0.1",
+            ":1:127.0.0.1",
+            "a.test:1:nope",
+        ] {
             assert!(parse_resolve(bad).is_err(), "{bad}");
         }
     }

@@ -83,8 +83,19 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<SeccompNotif> {
 
 /// Answers a notification: `Ok(false)` if it was withdrawn meanwhile
 /// (ENOENT: the target was killed or interrupted), so nothing happened.
-pub fn notif_send(listener: BorrowedFd<'_>, id: u64, val: i64, error: i32, flags: u32) -> io::Result<bool> {
-    let mut resp = SeccompNotifResp { id, val, error, flags };
+pub fn notif_send(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+) -> io::Result<bool> {
+    let mut resp = SeccompNotifResp {
+        id,
+        val,
+        error,
+        flags,
+    };
     // SAFETY: `resp` is a valid seccomp_notif_resp living across the call.
     match unsafe { ioctl_notif_send(listener.as_raw_fd(), &mut resp) } {
         Ok(_) => Ok(true),
@@ -113,14 +124,30 @@ pub enum AddFd {
 /// Installs `src` into the target of notification `id`
 /// (SECCOMP_IOCTL_NOTIF_ADDFD). Returns the fd number in the target, or
 /// `Ok(None)` if the notification was withdrawn.
-pub fn notif_addfd(listener: BorrowedFd<'_>, id: u64, src: BorrowedFd<'_>, how: AddFd, cloexec: bool) -> io::Result<Option<RawFd>> {
+pub fn notif_addfd(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    src: BorrowedFd<'_>,
+    how: AddFd,
+    cloexec: bool,
+) -> io::Result<Option<RawFd>> {
     let (flags, newfd) = match how {
-        AddFd::Replace(n) => (SECCOMP_ADDFD_FLAG_SETFD, u32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?),
+        AddFd::Replace(n) => (
+            SECCOMP_ADDFD_FLAG_SETFD,
+            u32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        ),
         AddFd::AnswerWithNew => (SECCOMP_ADDFD_FLAG_SEND, 0),
     };
     let newfd_flags = if cloexec { libc::O_CLOEXEC as u32 } else { 0 };
-    let srcfd = u32::try_from(src.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    let addfd = SeccompNotifAddfd { id, flags, srcfd, newfd, newfd_flags };
+    let srcfd =
+        u32::try_from(src.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let addfd = SeccompNotifAddfd {
+        id,
+        flags,
+        srcfd,
+        newfd,
+        newfd_flags,
+    };
     // SAFETY: `addfd` is a valid seccomp_notif_addfd the kernel only reads;
     // `src` is borrowed, hence open for the duration of the call.
     match unsafe { ioctl_notif_addfd(listener.as_raw_fd(), &addfd) } {
@@ -133,7 +160,13 @@ pub fn notif_addfd(listener: BorrowedFd<'_>, id: u64, src: BorrowedFd<'_>, how: 
 /// Asks for synchronous wake-ups (SECCOMP_IOCTL_NOTIF_SET_FLAGS, Linux 6.6).
 pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: this ioctl takes its flags by value, not through a pointer.
-    let r = unsafe { libc::ioctl(listener.as_raw_fd(), IOCTL_NOTIF_SET_FLAGS as _, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
+    let r = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            IOCTL_NOTIF_SET_FLAGS as _,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -164,21 +197,41 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
         return Err(io::Error::last_os_error());
     }
     // SAFETY: personality takes an integer; ADDR_NO_RANDOMIZE is harmless.
-    if unsafe { libc::personality(persona as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong) } < 0 {
+    if unsafe {
+        libc::personality(persona as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong)
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
-    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_ptr().cast_mut(),
+    };
     let mut killable = LISTENER_KILLABLE;
     let flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     // SAFETY: `prog` points at `filter`, which outlives the call.
-    let mut fd = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog as *const libc::sock_fprog) };
+    let mut fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
     if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
         // Before Linux 5.19: no killable wait. Signals may then withdraw a
         // notification; the world only advances on answers that landed.
         killable = 0;
         // SAFETY: as above.
-        fd = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog) };
+        fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        };
     }
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -192,7 +245,11 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
 }
 
 /// Makes `cmd` run [`child_install_filter`] between fork and exec.
-pub fn install_filter_before_exec(cmd: &mut std::process::Command, filter: Vec<libc::sock_filter>, sock: RawFd) {
+pub fn install_filter_before_exec(
+    cmd: &mut std::process::Command,
+    filter: Vec<libc::sock_filter>,
+    sock: RawFd,
+) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and makes only raw,
     // async-signal-safe syscalls on data prepared before the fork (the
@@ -212,7 +269,10 @@ pub fn own_received_fd(fd: RawFd) -> OwnedFd {
 /// sendmsg with SCM_RIGHTS and stack buffers only (we are between fork and exec).
 fn send_fd_raw(sock: RawFd, fd: RawFd, tag: u8) -> io::Result<()> {
     let mut data = [tag];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     // Room for one cmsghdr carrying one int, 8-byte aligned.
     let mut cmsg_buf = [0u64; 4];
     // SAFETY: CMSG_SPACE is a pure computation.

@@ -29,7 +29,11 @@ pub fn verify(opts: VerifyOptions) -> Result<Verified, Error> {
 }
 
 /// Replays `t` with the verifier's own trust anchors.
-pub fn verify_transcript(t: Transcript, ca_files: Vec<PathBuf>, timeout: Duration) -> Result<Verified, Error> {
+pub fn verify_transcript(
+    t: Transcript,
+    ca_files: Vec<PathBuf>,
+    timeout: Duration,
+) -> Result<Verified, Error> {
     let ours = client::client_id();
     if t.client != ours {
         return Err(Error::Unsupported(format!(
@@ -37,11 +41,26 @@ pub fn verify_transcript(t: Transcript, ca_files: Vec<PathBuf>, timeout: Duratio
             t.client.name, t.client.version, ours.name, ours.version
         )));
     }
-    crate::sign::check_url(&t.url).map_err(|e| Error::Unsupported(format!("the transcript's URL is unusable: {e}")))?;
-    let world = WorldConfig { key: world_key(&t.seed, t.clock_start, &t.url), clock_start: t.clock_start, scope: Scope::Networked };
-    let spec = Spec { url: t.url.clone(), ca_files, world, timeout };
+    crate::sign::check_url(&t.url)
+        .map_err(|e| Error::Unsupported(format!("the transcript's URL is unusable: {e}")))?;
+    let world = WorldConfig {
+        key: world_key(&t.seed, t.clock_start, &t.url),
+        clock_start: t.clock_start,
+        scope: Scope::Networked,
+    };
+    let spec = Spec {
+        url: t.url.clone(),
+        ca_files,
+        world,
+        timeout,
+    };
     let connections = Arc::new(t.connections.clone());
-    let report = session::run(spec, Ends::Replay { connections: Arc::clone(&connections) })?;
+    let report = session::run(
+        spec,
+        Ends::Replay {
+            connections: Arc::clone(&connections),
+        },
+    )?;
 
     // The first thing that went wrong on the wire, if anything did.
     let mut wire: Option<String> = None;
@@ -71,12 +90,19 @@ pub fn verify_transcript(t: Transcript, ca_files: Vec<PathBuf>, timeout: Duratio
                 return fail(w);
             }
             if opened != connections.len() {
-                return fail(format!("the client opened {opened} connection(s), but the transcript has {}", connections.len()));
+                return fail(format!(
+                    "the client opened {opened} connection(s), but the transcript has {}",
+                    connections.len()
+                ));
             }
             if let Some(diff) = describe_difference(&t.response, &resp) {
                 return fail(format!("response differs: {diff}"));
             }
-            Ok(Verified { transcript: t, stats: report.stats, elapsed: report.elapsed })
+            Ok(Verified {
+                transcript: t,
+                stats: report.stats,
+                elapsed: report.elapsed,
+            })
         }
     }
 }
@@ -84,7 +110,10 @@ pub fn verify_transcript(t: Transcript, ca_files: Vec<PathBuf>, timeout: Duratio
 /// The first difference between the recorded and the replayed response.
 fn describe_difference(recorded: &Response, replayed: &Response) -> Option<String> {
     if recorded.status != replayed.status {
-        return Some(format!("the transcript says status {}, the replay gave {}", recorded.status, replayed.status));
+        return Some(format!(
+            "the transcript says status {}, the replay gave {}",
+            recorded.status, replayed.status
+        ));
     }
     if recorded.final_url != replayed.final_url || recorded.redirects != replayed.redirects {
         return Some(format!(
@@ -93,11 +122,21 @@ fn describe_difference(recorded: &Response, replayed: &Response) -> Option<Strin
         ));
     }
     if recorded.headers != replayed.headers {
-        let i = recorded.headers.iter().zip(&replayed.headers).position(|(a, b)| a != b).unwrap_or(recorded.headers.len().min(replayed.headers.len()));
+        let i = recorded
+            .headers
+            .iter()
+            .zip(&replayed.headers)
+            .position(|(a, b)| a != b)
+            .unwrap_or(recorded.headers.len().min(replayed.headers.len()));
         return Some(format!("header {i} differs"));
     }
     if recorded.body != replayed.body {
-        let i = recorded.body.iter().zip(&replayed.body).position(|(a, b)| a != b).unwrap_or(recorded.body.len().min(replayed.body.len()));
+        let i = recorded
+            .body
+            .iter()
+            .zip(&replayed.body)
+            .position(|(a, b)| a != b)
+            .unwrap_or(recorded.body.len().min(replayed.body.len()));
         return Some(format!(
             "body differs at byte {i} (the transcript has {} bytes, the replay gave {})",
             recorded.body.len(),

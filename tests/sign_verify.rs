@@ -99,18 +99,36 @@ fn ipv6_literal_and_resolved() {
     let port = server.port();
     for (name, url, resolve) in [
         ("literal", format!("https://[::1]:{port}/index.html"), None),
-        ("resolved", format!("https://tlsign.test:{port}/index.html"), Some(format!("tlsign.test:{port}:[::1]"))),
+        (
+            "resolved",
+            format!("https://tlsign.test:{port}/index.html"),
+            Some(format!("tlsign.test:{port}:[::1]")),
+        ),
     ] {
         let file = dir.path().join(format!("v6-{name}.tlsign"));
-        let mut cmd = Cmd::tlsign().arg("sign").arg(&url).arg("-o").arg(&file).arg("--ca-file").arg(&pki.ca);
+        let mut cmd = Cmd::tlsign()
+            .arg("sign")
+            .arg(&url)
+            .arg("-o")
+            .arg(&file)
+            .arg("--ca-file")
+            .arg(&pki.ca);
         if let Some(r) = resolve {
             cmd = cmd.arg("--resolve").arg(r);
         }
         cmd.run().assert_code(0);
         let t = read_transcript(&file);
         assert_eq!(t.connections.len(), 1, "{name}");
-        assert!(t.connections[0].signed_addr.starts_with("[::1]:"), "{name}: {}", t.connections[0].signed_addr);
-        assert_bytes_eq(&format!("{name}: verified body"), &verify_ok(&file, &pki), &server.site().index);
+        assert!(
+            t.connections[0].signed_addr.starts_with("[::1]:"),
+            "{name}: {}",
+            t.connections[0].signed_addr
+        );
+        assert_bytes_eq(
+            &format!("{name}: verified body"),
+            &verify_ok(&file, &pki),
+            &server.site().index,
+        );
     }
 }
 

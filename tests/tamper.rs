@@ -252,7 +252,11 @@ fn tamper_clock() {
         .collect();
     let mut t = s.t.clone();
     t.clock_start.nanos ^= 1;
-    cases.push(fails("clock nanoseconds bit 0", t, &["diverge at offset 11"]));
+    cases.push(fails(
+        "clock nanoseconds bit 0",
+        t,
+        &["diverge at offset 11"],
+    ));
     run_cases("clock", cases);
 }
 
@@ -407,7 +411,10 @@ fn helpers_flip_the_byte_they_say() {
 fn another_client_is_refused() {
     let s = signed();
     for (what, edit) in [
-        ("version", (|t: &mut Transcript| t.client.version.push_str("-other")) as fn(&mut Transcript)),
+        (
+            "version",
+            (|t: &mut Transcript| t.client.version.push_str("-other")) as fn(&mut Transcript),
+        ),
         ("name", |t: &mut Transcript| t.client.name = "curl".into()),
     ] {
         let mut t = s.t.clone();

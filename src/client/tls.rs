@@ -144,9 +144,16 @@ pub fn drain_to_close(tls: &mut TlsStream, peer: &str) -> Result<(), ClientFailu
                     format!("{peer} sent {n} bytes after the response"),
                 ))
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && rustls_error(&e).is_none() => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && rustls_error(&e).is_none() => {
+                return Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_failure(e, &format!("reading to the end of the connection with {peer}"))),
+            Err(e) => {
+                return Err(io_failure(
+                    e,
+                    &format!("reading to the end of the connection with {peer}"),
+                ))
+            }
         }
     }
 }

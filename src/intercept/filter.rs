@@ -16,7 +16,15 @@ pub struct FilterError(String);
 
 /// Syscalls the world answers in every scope. The clock calls normally stay
 /// in the vDSO; the vDSO patch turns them into real syscalls.
-const ALWAYS: &[&str] = &["getrandom", "clock_gettime", "clock_getres", "gettimeofday", "time", "open", "openat"];
+const ALWAYS: &[&str] = &[
+    "getrandom",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "time",
+    "open",
+    "openat",
+];
 
 /// Builds the BPF program for `scope`.
 pub fn build(scope: Scope) -> Result<Vec<libc::sock_filter>, FilterError> {
@@ -28,21 +36,31 @@ pub fn build(scope: Scope) -> Result<Vec<libc::sock_filter>, FilterError> {
     }
     for name in names {
         let sys = ScmpSyscall::from_name(name).map_err(|e| err(name, e))?;
-        ctx.add_rule(ScmpAction::Notify, sys).map_err(|e| err(name, e))?;
+        ctx.add_rule(ScmpAction::Notify, sys)
+            .map_err(|e| err(name, e))?;
     }
     // brk(NULL) is the first syscall of every freshly exec'd glibc image,
     // dynamic or static: the moment to patch its vDSO, before libc has read
     // the clock.
     let brk = ScmpSyscall::from_name("brk").map_err(|e| err("brk", e))?;
-    ctx.add_rule_conditional(ScmpAction::Notify, brk, &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0)])
-        .map_err(|e| err("brk", e))?;
+    ctx.add_rule_conditional(
+        ScmpAction::Notify,
+        brk,
+        &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0)],
+    )
+    .map_err(|e| err("brk", e))?;
 
     let mut file = tempfile::tempfile().map_err(|e| FilterError(format!("temporary file: {e}")))?;
     ctx.export_bpf(&file).map_err(|e| err("export", e))?;
     let mut raw = Vec::new();
-    file.rewind().and_then(|_| file.read_to_end(&mut raw)).map_err(|e| FilterError(format!("reading exported program: {e}")))?;
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut raw))
+        .map_err(|e| FilterError(format!("reading exported program: {e}")))?;
     if raw.is_empty() || raw.len() % 8 != 0 {
-        return Err(FilterError(format!("exported program has {} bytes, not a multiple of 8", raw.len())));
+        return Err(FilterError(format!(
+            "exported program has {} bytes, not a multiple of 8",
+            raw.len()
+        )));
     }
     Ok(raw
         .chunks_exact(8)

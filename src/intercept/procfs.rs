@@ -10,7 +10,12 @@ pub fn tgid_of(tid: i32) -> io::Result<i32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no Tgid in /proc/{tid}/status")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no Tgid in /proc/{tid}/status"),
+            )
+        })
 }
 
 /// The file status flags (O_NONBLOCK, ...) and close-on-exec flag of fd
@@ -20,7 +25,12 @@ pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
     info.lines()
         .find_map(|l| l.strip_prefix("flags:"))
         .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no flags in /proc/{pid}/fdinfo/{fd}")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no flags in /proc/{pid}/fdinfo/{fd}"),
+            )
+        })
 }
 
 /// The address range of the `[vdso]` mapping of `pid` ("self" for our own).

@@ -37,7 +37,11 @@ pub enum SuperviseError {
     #[error(transparent)]
     Vdso(#[from] VdsoError),
     #[error("{syscall} of thread {tid}: {source}")]
-    Answer { syscall: &'static str, tid: i32, source: io::Error },
+    Answer {
+        syscall: &'static str,
+        tid: i32,
+        source: io::Error,
+    },
 }
 
 /// What one supervised run cost.
@@ -51,9 +55,25 @@ pub struct Stats {
 /// Services `listener` until every process under the filter has exited.
 /// On a fatal error the whole program is killed (`root` is its first pid),
 /// so no target is left waiting for an answer that never comes.
-pub fn serve(listener: Listener, world: &Mutex<World>, vdso: Option<&VdsoPatch>, root: i32, sink: &mut ConnectionSink<'_>) -> Result<Stats, SuperviseError> {
-    let mut s = Supervisor { fd: listener.fd.as_fd(), world, vdso, tgids: HashMap::new(), sink };
-    let mut stats = Stats { killable: listener.killable, sync_wakeup: listener.sync_wakeup, ..Stats::default() };
+pub fn serve(
+    listener: Listener,
+    world: &Mutex<World>,
+    vdso: Option<&VdsoPatch>,
+    root: i32,
+    sink: &mut ConnectionSink<'_>,
+) -> Result<Stats, SuperviseError> {
+    let mut s = Supervisor {
+        fd: listener.fd.as_fd(),
+        world,
+        vdso,
+        tgids: HashMap::new(),
+        sink,
+    };
+    let mut stats = Stats {
+        killable: listener.killable,
+        sync_wakeup: listener.sync_wakeup,
+        ..Stats::default()
+    };
     let r = s.run(&mut stats);
     if r.is_err() {
         let _ = nix::sys::signal::kill(Pid::from_raw(root), nix::sys::signal::Signal::SIGKILL);
@@ -81,14 +101,17 @@ impl Supervisor<'_, '_> {
             }
             let revents = fds[0].revents().unwrap_or(PollFlags::empty());
             if !revents.contains(PollFlags::POLLIN) {
-                if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+                {
                     return Ok(());
                 }
                 continue;
             }
             let req = match sys::notif_recv(self.fd) {
                 Ok(r) => r,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {
+                    continue
+                }
                 Err(e) => return Err(SuperviseError::Listener(e)),
             };
             stats.notifications += 1;
@@ -101,7 +124,11 @@ impl Supervisor<'_, '_> {
         let a = n.data.args;
         let nr = i64::from(n.data.nr);
         let name = syscall_name(nr);
-        let fail = |source| SuperviseError::Answer { syscall: name, tid, source };
+        let fail = |source| SuperviseError::Answer {
+            syscall: name,
+            tid,
+            source,
+        };
         let request = match nr {
             libc::SYS_brk => {
                 if let Some(v) = self.vdso {
@@ -115,16 +142,32 @@ impl Supervisor<'_, '_> {
                 }
                 return self.send_continue(n).map_err(fail);
             }
-            libc::SYS_getrandom => Request::Getrandom { buf: a[0], len: a[1] },
-            libc::SYS_clock_gettime => Request::ClockGettime { clock: a[0] as i32, ts: a[1] },
-            libc::SYS_clock_getres => Request::ClockGetres { clock: a[0] as i32, res: a[1] },
+            libc::SYS_getrandom => Request::Getrandom {
+                buf: a[0],
+                len: a[1],
+            },
+            libc::SYS_clock_gettime => Request::ClockGettime {
+                clock: a[0] as i32,
+                ts: a[1],
+            },
+            libc::SYS_clock_getres => Request::ClockGetres {
+                clock: a[0] as i32,
+                res: a[1],
+            },
             libc::SYS_gettimeofday => Request::Gettimeofday { tv: a[0], tz: a[1] },
             libc::SYS_time => Request::Time { tloc: a[0] },
             libc::SYS_open | libc::SYS_openat => {
-                let (path_ptr, flags) = if nr == libc::SYS_open { (a[0], a[1]) } else { (a[1], a[2]) };
+                let (path_ptr, flags) = if nr == libc::SYS_open {
+                    (a[0], a[1])
+                } else {
+                    (a[1], a[2])
+                };
                 match read_cstring(tid, path_ptr) {
                     // Relative paths never name the files the world serves.
-                    Ok(p) if p.first() == Some(&b'/') => Request::Open { path: p, flags: flags as i32 },
+                    Ok(p) if p.first() == Some(&b'/') => Request::Open {
+                        path: p,
+                        flags: flags as i32,
+                    },
                     _ => return self.send_continue(n).map_err(fail),
                 }
             }
@@ -140,11 +183,21 @@ impl Supervisor<'_, '_> {
         if !sys::notif_id_valid(self.fd, n.id) {
             return Ok(());
         }
-        let caller = Caller { tid, tgid: self.tgid(tid).map_err(fail)? };
-        let (answer, commit) = self.world.lock().unwrap_or_else(|p| p.into_inner()).decide(caller, &request);
+        let caller = Caller {
+            tid,
+            tgid: self.tgid(tid).map_err(fail)?,
+        };
+        let (answer, commit) = self
+            .world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(caller, &request);
         let accepted = self.carry_out(n, answer).map_err(fail)?;
         if accepted {
-            self.world.lock().unwrap_or_else(|p| p.into_inner()).commit(commit);
+            self.world
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit(commit);
         }
         Ok(())
     }
@@ -166,7 +219,9 @@ impl Supervisor<'_, '_> {
     fn carry_out(&mut self, n: &SeccompNotif, answer: Answer) -> io::Result<bool> {
         let tid = n.pid as i32;
         match answer {
-            Answer::Continue => sys::notif_send(self.fd, n.id, 0, 0, sys::SECCOMP_USER_NOTIF_FLAG_CONTINUE),
+            Answer::Continue => {
+                sys::notif_send(self.fd, n.id, 0, 0, sys::SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            }
             Answer::Errno(e) => sys::notif_send(self.fd, n.id, 0, -e, 0),
             Answer::Return { writes, ret } => {
                 for (addr, data) in &writes {
@@ -178,15 +233,24 @@ impl Supervisor<'_, '_> {
             }
             Answer::File { content, cloexec } => {
                 let fd = memfd_with(&content)?;
-                Ok(sys::notif_addfd(self.fd, n.id, fd.as_fd(), AddFd::AnswerWithNew, cloexec)?.is_some())
+                Ok(
+                    sys::notif_addfd(self.fd, n.id, fd.as_fd(), AddFd::AnswerWithNew, cloexec)?
+                        .is_some(),
+                )
             }
-            Answer::RandomDevice { stream, cloexec, nonblock } => {
+            Answer::RandomDevice {
+                stream,
+                cloexec,
+                nonblock,
+            } => {
                 let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
                 if nonblock {
                     fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
                 }
                 let feeder = RandomFeeder::start(write, *stream)?;
-                let accepted = sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?.is_some();
+                let accepted =
+                    sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?
+                        .is_some();
                 drop(read);
                 feeder.detach();
                 Ok(accepted)
@@ -200,7 +264,9 @@ impl Supervisor<'_, '_> {
                     theirs.set_nonblocking(true)?;
                 }
                 let cloexec = flags & libc::O_CLOEXEC != 0;
-                if sys::notif_addfd(self.fd, n.id, theirs.as_fd(), AddFd::Replace(fd), cloexec)?.is_none() {
+                if sys::notif_addfd(self.fd, n.id, theirs.as_fd(), AddFd::Replace(fd), cloexec)?
+                    .is_none()
+                {
                     return Ok(false);
                 }
                 drop(theirs);
@@ -266,7 +332,10 @@ fn syscall_name(nr: i64) -> &'static str {
 
 fn read_mem(tid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
     let len = buf.len();
-    let remote = [RemoteIoVec { base: addr as usize, len }];
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
     let n = process_vm_readv(Pid::from_raw(tid), &mut [IoSliceMut::new(buf)], &remote)?;
     if n != len {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
@@ -275,7 +344,10 @@ fn read_mem(tid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
 }
 
 fn write_mem(tid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
-    let remote = [RemoteIoVec { base: addr as usize, len: data.len() }];
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len: data.len(),
+    }];
     let n = process_vm_writev(Pid::from_raw(tid), &[IoSlice::new(data)], &remote)?;
     if n != data.len() {
         return Err(io::Error::from_raw_os_error(libc::EFAULT));
@@ -305,7 +377,10 @@ fn read_cstring(tid: i32, addr: u64) -> io::Result<Vec<u8>> {
 
 fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
     use std::io::Seek;
-    let fd = nix::sys::memfd::memfd_create(c"tlsign-world", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    let fd = nix::sys::memfd::memfd_create(
+        c"tlsign-world",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )?;
     let mut f = std::fs::File::from(fd);
     f.write_all(content)?;
     f.rewind()?;
@@ -327,14 +402,16 @@ impl RandomFeeder {
         let mut block = vec![0u8; 64 * 1024];
         stream.fill_bytes(&mut block);
         pipe.write_all(&block)?;
-        let handle = std::thread::Builder::new().name("random-device".into()).spawn(move || {
-            loop {
-                stream.fill_bytes(&mut block);
-                if pipe.write_all(&block).is_err() {
-                    return; // the reader closed its end
+        let handle = std::thread::Builder::new()
+            .name("random-device".into())
+            .spawn(move || {
+                loop {
+                    stream.fill_bytes(&mut block);
+                    if pipe.write_all(&block).is_err() {
+                        return; // the reader closed its end
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(RandomFeeder { handle })
     }
 

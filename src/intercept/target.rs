@@ -4,7 +4,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command};
 
-use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 
 use crate::sys;
 
@@ -42,23 +44,45 @@ pub enum SpawnError {
 
 /// Spawns `cmd` with ASLR off, no_new_privs, and `filter` installed with a
 /// listener, which is returned. The caller sets the environment and stdio.
-pub fn spawn(cmd: &mut Command, filter: Vec<libc::sock_filter>) -> Result<(Child, Listener), SpawnError> {
+pub fn spawn(
+    cmd: &mut Command,
+    filter: Vec<libc::sock_filter>,
+) -> Result<(Child, Listener), SpawnError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| SpawnError::Listener(e.into()))?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SpawnError::Listener(e.into()))?;
     sys::install_filter_before_exec(cmd, filter, theirs.as_raw_fd());
-    let child = cmd.spawn().map_err(|source| SpawnError::Spawn { program, source })?;
+    let child = cmd
+        .spawn()
+        .map_err(|source| SpawnError::Spawn { program, source })?;
     drop(theirs);
     let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
     let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();
-    Ok((child, Listener { fd, killable, sync_wakeup }))
+    Ok((
+        child,
+        Listener {
+            fd,
+            killable,
+            sync_wakeup,
+        },
+    ))
 }
 
 fn receive_listener(sock: &OwnedFd) -> io::Result<(OwnedFd, bool)> {
     let mut tag = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut tag)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -67,5 +91,8 @@ fn receive_listener(sock: &OwnedFd) -> io::Result<(OwnedFd, bool)> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the child sent no listener (did exec fail before the filter was installed?)"))
+    Err(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the child sent no listener (did exec fail before the filter was installed?)",
+    ))
 }

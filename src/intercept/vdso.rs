@@ -57,10 +57,15 @@ impl VdsoPatch {
         };
         let len = usize::try_from(end - start).map_err(|_| VdsoError::Elf("size"))?;
         let mut image = vec![0u8; len];
-        File::open("/proc/self/mem").and_then(|f| f.read_exact_at(&mut image, start)).map_err(VdsoError::ReadOwn)?;
+        File::open("/proc/self/mem")
+            .and_then(|f| f.read_exact_at(&mut image, start))
+            .map_err(VdsoError::ReadOwn)?;
         let syms = dynamic_symbols(&image)?;
         let plan: [(&str, Vec<u8>); 5] = [
-            ("__vdso_clock_gettime", syscall_stub(libc::SYS_clock_gettime)),
+            (
+                "__vdso_clock_gettime",
+                syscall_stub(libc::SYS_clock_gettime),
+            ),
             ("__vdso_gettimeofday", syscall_stub(libc::SYS_gettimeofday)),
             ("__vdso_time", syscall_stub(libc::SYS_time)),
             ("__vdso_clock_getres", syscall_stub(libc::SYS_clock_getres)),
@@ -92,7 +97,11 @@ impl VdsoPatch {
         if end - start != self.image.len() as u64 {
             return Err(VdsoError::Mismatch { pid: tid });
         }
-        let mem = OpenOptions::new().read(true).write(true).open(format!("/proc/{tid}/mem")).map_err(write)?;
+        let mem = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{tid}/mem"))
+            .map_err(write)?;
         for (off, code) in &self.patches {
             let mut cur = vec![0u8; code.len()];
             mem.read_exact_at(&mut cur, start + off).map_err(write)?;
@@ -115,8 +124,14 @@ type Symbol = (String, (u64, u64));
 
 fn dynamic_symbols(img: &[u8]) -> Result<Vec<Symbol>, VdsoError> {
     let u16_at = |o: usize| img.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| img.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
-    let u64_at = |o: usize| img.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u32_at = |o: usize| {
+        img.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+    };
+    let u64_at = |o: usize| {
+        img.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
     let bad = VdsoError::Elf;
     if img.get(..4) != Some(b"\x7fELF") || img.get(4) != Some(&2) {
         return Err(bad("not a 64-bit ELF image"));
@@ -140,25 +155,42 @@ fn dynamic_symbols(img: &[u8]) -> Result<Vec<Symbol>, VdsoError> {
     let section = |i: usize| -> Option<(u32, u64, u64, u32, u64)> {
         let sh = shoff + i * shentsize;
         // (type, offset, size, link, entsize)
-        Some((u32_at(sh + 4)?, u64_at(sh + 0x18)?, u64_at(sh + 0x20)?, u32_at(sh + 0x28)?, u64_at(sh + 0x38)?))
+        Some((
+            u32_at(sh + 4)?,
+            u64_at(sh + 0x18)?,
+            u64_at(sh + 0x20)?,
+            u32_at(sh + 0x28)?,
+            u64_at(sh + 0x38)?,
+        ))
     };
     const SHT_DYNSYM: u32 = 11;
-    let (_, symoff, symsize, link, entsize) =
-        (0..shnum).filter_map(section).find(|s| s.0 == SHT_DYNSYM).ok_or(bad("no .dynsym"))?;
+    let (_, symoff, symsize, link, entsize) = (0..shnum)
+        .filter_map(section)
+        .find(|s| s.0 == SHT_DYNSYM)
+        .ok_or(bad("no .dynsym"))?;
     let (_, stroff, strsize, _, _) = section(link as usize).ok_or(bad("no .dynstr"))?;
-    let strtab = img.get(stroff as usize..(stroff + strsize) as usize).ok_or(bad(".dynstr out of range"))?;
+    let strtab = img
+        .get(stroff as usize..(stroff + strsize) as usize)
+        .ok_or(bad(".dynstr out of range"))?;
     if entsize < 24 {
         return Err(bad("symbol entries too small"));
     }
     let mut out = Vec::new();
     for i in 0..(symsize / entsize) as usize {
         let s = symoff as usize + i * entsize as usize;
-        let (Some(name), Some(value), Some(size)) = (u32_at(s), u64_at(s + 8), u64_at(s + 16)) else {
+        let (Some(name), Some(value), Some(size)) = (u32_at(s), u64_at(s + 8), u64_at(s + 16))
+        else {
             return Err(bad("symbol out of range"));
         };
-        let name = strtab.get(name as usize..).and_then(|t| t.split(|&b| b == 0).next()).unwrap_or(b"");
+        let name = strtab
+            .get(name as usize..)
+            .and_then(|t| t.split(|&b| b == 0).next())
+            .unwrap_or(b"");
         if value >= load_base && !name.is_empty() {
-            out.push((String::from_utf8_lossy(name).into_owned(), (value - load_base, size)));
+            out.push((
+                String::from_utf8_lossy(name).into_owned(),
+                (value - load_base, size),
+            ));
         }
     }
     Ok(out)
@@ -170,9 +202,17 @@ mod tests {
 
     #[test]
     fn own_vdso_has_the_clock_functions() {
-        let p = VdsoPatch::prepare().unwrap().expect("this kernel maps a vDSO");
-        assert!(p.patches.len() >= 4, "clock_gettime, gettimeofday, time, clock_getres at least");
-        assert_eq!(syscall_stub(228), vec![0xb8, 228, 0, 0, 0, 0x0f, 0x05, 0xc3]);
+        let p = VdsoPatch::prepare()
+            .unwrap()
+            .expect("this kernel maps a vDSO");
+        assert!(
+            p.patches.len() >= 4,
+            "clock_gettime, gettimeofday, time, clock_getres at least"
+        );
+        assert_eq!(
+            syscall_stub(228),
+            vec![0xb8, 228, 0, 0, 0, 0x0f, 0x05, 0xc3]
+        );
     }
 
     #[test]

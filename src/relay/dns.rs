@@ -16,10 +16,16 @@ pub async fn serve(mut s: UnixStream, world: Arc<Mutex<World>>) {
         if s.read_exact(&mut query).await.is_err() {
             return;
         }
-        let Some(reply) = world.lock().unwrap_or_else(|p| p.into_inner()).answer_dns(&query) else {
+        let Some(reply) = world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .answer_dns(&query)
+        else {
             return;
         };
-        let Ok(n) = u16::try_from(reply.len()) else { return };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return;
+        };
         let mut msg = n.to_be_bytes().to_vec();
         msg.extend_from_slice(&reply);
         if s.write_all(&msg).await.is_err() {

@@ -21,8 +21,18 @@ pub struct Recorded {
 
 /// Connects to the first of `addrs` that answers and relays until both
 /// sides have finished sending.
-pub async fn record(client: UnixStream, host: String, port: u16, addrs: Vec<SocketAddr>) -> Recorded {
-    let mut conn = Connection { host, port, signed_addr: String::new(), events: Vec::new() };
+pub async fn record(
+    client: UnixStream,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+) -> Recorded {
+    let mut conn = Connection {
+        host,
+        port,
+        signed_addr: String::new(),
+        events: Vec::new(),
+    };
     let mut last_err = format!("no address for {}:{}", conn.host, port);
     let mut server = None;
     for a in &addrs {
@@ -33,20 +43,32 @@ pub async fn record(client: UnixStream, host: String, port: u16, addrs: Vec<Sock
                 break;
             }
             Ok(Err(e)) => last_err = format!("cannot connect to {}:{} ({a}): {e}", conn.host, port),
-            Err(_) => last_err = format!("cannot connect to {}:{} ({a}): timed out", conn.host, port),
+            Err(_) => {
+                last_err = format!("cannot connect to {}:{} ({a}): timed out", conn.host, port)
+            }
         }
     }
     let Some(server) = server else {
-        return Recorded { connection: conn, error: Some(last_err) };
+        return Recorded {
+            connection: conn,
+            error: Some(last_err),
+        };
     };
     // Without TCP_NODELAY every small TLS record waits for the peer's
     // delayed ACK: ~40 ms per round trip.
     let _ = server.set_nodelay(true);
     let error = relay(client, server, &mut conn.events).await.err();
-    Recorded { connection: conn, error }
+    Recorded {
+        connection: conn,
+        error,
+    }
 }
 
-async fn relay(mut client: UnixStream, mut server: TcpStream, events: &mut Vec<Event>) -> Result<(), String> {
+async fn relay(
+    mut client: UnixStream,
+    mut server: TcpStream,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let mut cbuf = vec![0u8; 64 * 1024];

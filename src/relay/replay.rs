@@ -18,15 +18,35 @@ pub enum Divergence {
     #[error("connection {conn}: client bytes diverge at offset {offset}")]
     Bytes { conn: usize, offset: u64 },
     #[error("connection {conn}: the client stopped sending at offset {offset}; the transcript has {expected} client bytes")]
-    ClosedEarly { conn: usize, offset: u64, expected: u64 },
-    #[error("connection {conn}: the client sent more than the transcript holds, from offset {offset}")]
+    ClosedEarly {
+        conn: usize,
+        offset: u64,
+        expected: u64,
+    },
+    #[error(
+        "connection {conn}: the client sent more than the transcript holds, from offset {offset}"
+    )]
     Extra { conn: usize, offset: u64 },
     #[error("connection {conn}: the client closed the connection before the recorded server bytes were delivered")]
     Gone { conn: usize },
 }
 
-pub async fn replay(mut client: UnixStream, conn: usize, expected: &Connection) -> Result<(), Divergence> {
-    let total: u64 = expected.events.iter().map(|e| if let Event::Client(d) = e { d.len() as u64 } else { 0 }).sum();
+pub async fn replay(
+    mut client: UnixStream,
+    conn: usize,
+    expected: &Connection,
+) -> Result<(), Divergence> {
+    let total: u64 = expected
+        .events
+        .iter()
+        .map(|e| {
+            if let Event::Client(d) = e {
+                d.len() as u64
+            } else {
+                0
+            }
+        })
+        .sum();
     let mut offset: u64 = 0;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -38,13 +58,20 @@ pub async fn replay(mut client: UnixStream, conn: usize, expected: &Connection) 
                     if pending.is_empty() {
                         let n = client.read(&mut buf).await.unwrap_or(0);
                         if n == 0 {
-                            return Err(Divergence::ClosedEarly { conn, offset: offset + matched as u64, expected: total });
+                            return Err(Divergence::ClosedEarly {
+                                conn,
+                                offset: offset + matched as u64,
+                                expected: total,
+                            });
                         }
                         pending.extend_from_slice(&buf[..n]);
                     }
                     let take = pending.len().min(want.len() - matched);
                     if let Some(i) = (0..take).find(|&i| pending[i] != want[matched + i]) {
-                        return Err(Divergence::Bytes { conn, offset: offset + (matched + i) as u64 });
+                        return Err(Divergence::Bytes {
+                            conn,
+                            offset: offset + (matched + i) as u64,
+                        });
                     }
                     pending.drain(..take);
                     matched += take;
@@ -94,7 +121,10 @@ mod tests {
 
     async fn client_sends(chunks: &[&[u8]]) -> (Result<(), Divergence>, Vec<u8>) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (a, mut b) = (super::super::into_async(a).unwrap(), super::super::into_async(b).unwrap());
+        let (a, mut b) = (
+            super::super::into_async(a).unwrap(),
+            super::super::into_async(b).unwrap(),
+        );
         let rec = recording();
         let replayer = tokio::spawn(async move { replay(a, 0, &rec).await });
         for c in chunks {
@@ -123,8 +153,21 @@ mod tests {
     #[tokio::test]
     async fn short_and_long_clients_are_caught() {
         let (r, _) = client_sends(&[b"hello"]).await;
-        assert_eq!(r, Err(Divergence::ClosedEarly { conn: 0, offset: 5, expected: 11 }));
+        assert_eq!(
+            r,
+            Err(Divergence::ClosedEarly {
+                conn: 0,
+                offset: 5,
+                expected: 11
+            })
+        );
         let (r, _) = client_sends(&[b"hello world!"]).await;
-        assert_eq!(r, Err(Divergence::Extra { conn: 0, offset: 11 }));
+        assert_eq!(
+            r,
+            Err(Divergence::Extra {
+                conn: 0,
+                offset: 11
+            })
+        );
     }
 }

@@ -132,14 +132,20 @@ impl Timestamp {
     /// Converts a `SystemTime`; times before 1970 are negative seconds.
     pub fn from_system_time(t: std::time::SystemTime) -> Timestamp {
         match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => Timestamp { secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: d.subsec_nanos() },
+            Ok(d) => Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
                 if d.subsec_nanos() == 0 {
                     Timestamp { secs, nanos: 0 }
                 } else {
-                    Timestamp { secs: secs - 1, nanos: 1_000_000_000 - d.subsec_nanos() }
+                    Timestamp {
+                        secs: secs - 1,
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
                 }
             }
         }
@@ -148,7 +154,10 @@ impl Timestamp {
     /// RFC 3339 in UTC, e.g. 2020-06-01T00:00:00Z.
     pub fn to_rfc3339(self) -> String {
         match u64::try_from(self.secs) {
-            Ok(s) => humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::new(s, self.nanos)).to_string(),
+            Ok(s) => humantime::format_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::new(s, self.nanos),
+            )
+            .to_string(),
             Err(_) => format!("{}s before 1970", -self.secs),
         }
     }

@@ -41,11 +41,16 @@ pub enum ClockKind {
 /// pass through; unknown positive ids get EINVAL like the kernel gives.
 pub fn classify(clock: i32) -> Result<ClockKind, Unfaked> {
     match clock {
-        CLOCK_REALTIME | CLOCK_REALTIME_COARSE | CLOCK_REALTIME_ALARM | CLOCK_TAI => Ok(ClockKind::Wall),
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME
-        | CLOCK_BOOTTIME_ALARM | CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => {
-            Ok(ClockKind::Elapsed)
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE | CLOCK_REALTIME_ALARM | CLOCK_TAI => {
+            Ok(ClockKind::Wall)
         }
+        CLOCK_MONOTONIC
+        | CLOCK_MONOTONIC_RAW
+        | CLOCK_MONOTONIC_COARSE
+        | CLOCK_BOOTTIME
+        | CLOCK_BOOTTIME_ALARM
+        | CLOCK_PROCESS_CPUTIME_ID
+        | CLOCK_THREAD_CPUTIME_ID => Ok(ClockKind::Elapsed),
         c if c < 0 => Err(Unfaked::PassThrough),
         _ => Err(Unfaked::Invalid),
     }
@@ -74,7 +79,10 @@ impl Clock {
         let elapsed = readings.saturating_mul(TICK_NS);
         let base = match kind {
             ClockKind::Wall => self.start,
-            ClockKind::Elapsed => Timestamp { secs: MONOTONIC_BASE_SECS, nanos: 0 },
+            ClockKind::Elapsed => Timestamp {
+                secs: MONOTONIC_BASE_SECS,
+                nanos: 0,
+            },
         };
         add_ns(base, elapsed)
     }
@@ -97,10 +105,28 @@ mod tests {
 
     #[test]
     fn wall_clock_starts_at_start_and_ticks() {
-        let c = Clock::new(Timestamp { secs: 100, nanos: 999_500_000 });
-        assert_eq!(c.read(ClockKind::Wall, 0), Timestamp { secs: 100, nanos: 999_500_000 });
-        assert_eq!(c.read(ClockKind::Wall, 1), Timestamp { secs: 101, nanos: 500_000 });
-        assert_eq!(c.read(ClockKind::Elapsed, 2000).secs, MONOTONIC_BASE_SECS + 2);
+        let c = Clock::new(Timestamp {
+            secs: 100,
+            nanos: 999_500_000,
+        });
+        assert_eq!(
+            c.read(ClockKind::Wall, 0),
+            Timestamp {
+                secs: 100,
+                nanos: 999_500_000
+            }
+        );
+        assert_eq!(
+            c.read(ClockKind::Wall, 1),
+            Timestamp {
+                secs: 101,
+                nanos: 500_000
+            }
+        );
+        assert_eq!(
+            c.read(ClockKind::Elapsed, 2000).secs,
+            MONOTONIC_BASE_SECS + 2
+        );
     }
 
     #[test]

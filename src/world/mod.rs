@@ -64,14 +64,34 @@ pub struct Caller {
 /// addresses, only ever handed back in [`Answer::writes`].
 #[derive(Clone, Debug)]
 pub enum Request {
-    Getrandom { buf: u64, len: u64 },
-    ClockGettime { clock: i32, ts: u64 },
-    ClockGetres { clock: i32, res: u64 },
-    Gettimeofday { tv: u64, tz: u64 },
-    Time { tloc: u64 },
+    Getrandom {
+        buf: u64,
+        len: u64,
+    },
+    ClockGettime {
+        clock: i32,
+        ts: u64,
+    },
+    ClockGetres {
+        clock: i32,
+        res: u64,
+    },
+    Gettimeofday {
+        tv: u64,
+        tz: u64,
+    },
+    Time {
+        tloc: u64,
+    },
     /// `open`/`openat` of an absolute path (relative ones never reach here).
-    Open { path: Vec<u8>, flags: i32 },
-    Connect { addr: SockAddr, sock_type: SockType },
+    Open {
+        path: Vec<u8>,
+        flags: i32,
+    },
+    Connect {
+        addr: SockAddr,
+        sock_type: SockType,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +114,11 @@ pub enum Destination {
     /// The world's DNS-over-TCP nameserver.
     Nameserver,
     /// The `index`-th server connection of the run, to `host`:`port`.
-    Server { index: usize, host: String, port: u16 },
+    Server {
+        index: usize,
+        host: String,
+        port: u16,
+    },
 }
 
 /// What the backend must make the target see.
@@ -105,11 +129,18 @@ pub enum Answer {
     /// Fail with this errno.
     Errno(i32),
     /// Write these bytes to target memory, then return `ret`.
-    Return { writes: Vec<(u64, Vec<u8>)>, ret: i64 },
+    Return {
+        writes: Vec<(u64, Vec<u8>)>,
+        ret: i64,
+    },
     /// Install a file with `content` as a new fd; return its number.
     File { content: Vec<u8>, cloexec: bool },
     /// Install the read end of an endless random byte stream as a new fd.
-    RandomDevice { stream: Box<ChaCha20Rng>, cloexec: bool, nonblock: bool },
+    RandomDevice {
+        stream: Box<ChaCha20Rng>,
+        cloexec: bool,
+        nonblock: bool,
+    },
     /// Replace the connecting socket with one connected to `to`; return 0.
     Redirect { to: Destination },
 }
@@ -118,9 +149,16 @@ pub enum Answer {
 #[derive(Debug)]
 pub enum Commit {
     None,
-    Random { id: StreamId, state: Box<ChaCha20Rng> },
-    ClockRead { thread: ThreadKey },
-    DeviceOpened { process: u32 },
+    Random {
+        id: StreamId,
+        state: Box<ChaCha20Rng>,
+    },
+    ClockRead {
+        thread: ThreadKey,
+    },
+    DeviceOpened {
+        process: u32,
+    },
     Connected,
 }
 
@@ -173,7 +211,10 @@ impl World {
         let next = u32::try_from(self.processes.len()).unwrap_or(u32::MAX);
         let process = *self.processes.entry(c.tgid).or_insert(next);
         let count = self.threads_per_process.entry(process).or_insert(0);
-        let key = ThreadKey { process, thread: *count };
+        let key = ThreadKey {
+            process,
+            thread: *count,
+        };
         *count += 1;
         self.threads.insert(c.tid, key);
         key
@@ -185,17 +226,37 @@ impl World {
         let key = self.thread_key(caller);
         match *req {
             Request::Getrandom { buf, len } => {
-                let len = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_GETRANDOM);
-                let id = StreamId::Thread { process: key.process, thread: key.thread };
+                let len = usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_GETRANDOM);
+                let id = StreamId::Thread {
+                    process: key.process,
+                    thread: key.thread,
+                };
                 let (bytes, state) = self.streams.draw(id, len);
                 // `len` is at most MAX_GETRANDOM, far below i64::MAX.
                 let ret = i64::try_from(len).unwrap_or(0);
-                (Answer::Return { writes: vec![(buf, bytes)], ret }, Commit::Random { id, state: Box::new(state) })
+                (
+                    Answer::Return {
+                        writes: vec![(buf, bytes)],
+                        ret,
+                    },
+                    Commit::Random {
+                        id,
+                        state: Box::new(state),
+                    },
+                )
             }
             Request::ClockGettime { clock, ts } => match classify(clock) {
                 Ok(kind) => {
                     let t = self.read_clock(key, kind);
-                    (Answer::Return { writes: vec![(ts, timespec(t))], ret: 0 }, Commit::ClockRead { thread: key })
+                    (
+                        Answer::Return {
+                            writes: vec![(ts, timespec(t))],
+                            ret: 0,
+                        },
+                        Commit::ClockRead { thread: key },
+                    )
                 }
                 Err(Unfaked::PassThrough) => (Answer::Continue, Commit::None),
                 Err(Unfaked::Invalid) => (Answer::Errno(EINVAL), Commit::None),
@@ -203,7 +264,11 @@ impl World {
             Request::ClockGetres { clock, res } => match classify(clock) {
                 Ok(_) => {
                     let one_ns = timespec(Timestamp { secs: 0, nanos: 1 });
-                    let writes = if res == 0 { vec![] } else { vec![(res, one_ns)] };
+                    let writes = if res == 0 {
+                        vec![]
+                    } else {
+                        vec![(res, one_ns)]
+                    };
                     (Answer::Return { writes, ret: 0 }, Commit::None)
                 }
                 Err(Unfaked::PassThrough) => (Answer::Continue, Commit::None),
@@ -220,15 +285,31 @@ impl World {
                 if tz != 0 {
                     writes.push((tz, vec![0; 8])); // struct timezone: UTC, no DST
                 }
-                (Answer::Return { writes, ret: 0 }, Commit::ClockRead { thread: key })
+                (
+                    Answer::Return { writes, ret: 0 },
+                    Commit::ClockRead { thread: key },
+                )
             }
             Request::Time { tloc } => {
                 let t = self.read_clock(key, ClockKind::Wall);
-                let writes = if tloc == 0 { vec![] } else { vec![(tloc, t.secs.to_ne_bytes().to_vec())] };
-                (Answer::Return { writes, ret: t.secs }, Commit::ClockRead { thread: key })
+                let writes = if tloc == 0 {
+                    vec![]
+                } else {
+                    vec![(tloc, t.secs.to_ne_bytes().to_vec())]
+                };
+                (
+                    Answer::Return {
+                        writes,
+                        ret: t.secs,
+                    },
+                    Commit::ClockRead { thread: key },
+                )
             }
             Request::Open { ref path, flags } => self.open(key, path, flags),
-            Request::Connect { ref addr, sock_type } => self.connect(addr, sock_type),
+            Request::Connect {
+                ref addr,
+                sock_type,
+            } => self.connect(addr, sock_type),
         }
     }
 
@@ -245,11 +326,20 @@ impl World {
                 return (Answer::Continue, Commit::None);
             }
             let open = self.device_opens.get(&key.process).copied().unwrap_or(0);
-            let stream = Box::new(self.streams.fresh(StreamId::Device { process: key.process, open }));
+            let stream = Box::new(self.streams.fresh(StreamId::Device {
+                process: key.process,
+                open,
+            }));
             let nonblock = flags & O_NONBLOCK != 0;
             return (
-                Answer::RandomDevice { stream, cloexec, nonblock },
-                Commit::DeviceOpened { process: key.process },
+                Answer::RandomDevice {
+                    stream,
+                    cloexec,
+                    nonblock,
+                },
+                Commit::DeviceOpened {
+                    process: key.process,
+                },
             );
         }
         if self.cfg.scope == Scope::Local {
@@ -268,7 +358,13 @@ impl World {
         if !read_only {
             return (Answer::Errno(EACCES), Commit::None);
         }
-        (Answer::File { content: content.as_bytes().to_vec(), cloexec }, Commit::None)
+        (
+            Answer::File {
+                content: content.as_bytes().to_vec(),
+                cloexec,
+            },
+            Commit::None,
+        )
     }
 
     fn connect(&mut self, addr: &SockAddr, sock_type: SockType) -> (Answer, Commit) {
@@ -278,13 +374,22 @@ impl World {
         match (addr, sock_type) {
             (SockAddr::Inet(a), SockType::Stream) => {
                 let to = if Names::is_nameserver(*a) {
-                    return (Answer::Redirect { to: Destination::Nameserver }, Commit::None);
+                    return (
+                        Answer::Redirect {
+                            to: Destination::Nameserver,
+                        },
+                        Commit::None,
+                    );
                 } else {
                     let host = match self.names.name_of(a.ip()) {
                         Some(name) => name.to_owned(),
                         None => a.ip().to_string(),
                     };
-                    Destination::Server { index: self.connections, host, port: a.port() }
+                    Destination::Server {
+                        index: self.connections,
+                        host,
+                        port: a.port(),
+                    }
                 };
                 (Answer::Redirect { to }, Commit::Connected)
             }
@@ -326,13 +431,29 @@ mod tests {
     use super::*;
 
     fn world(scope: Scope) -> World {
-        World::new(WorldConfig { key: [3; 32], clock_start: Timestamp { secs: 1_000_000, nanos: 0 }, scope })
+        World::new(WorldConfig {
+            key: [3; 32],
+            clock_start: Timestamp {
+                secs: 1_000_000,
+                nanos: 0,
+            },
+            scope,
+        })
     }
 
-    const MAIN: Caller = Caller { tid: 500, tgid: 500 };
+    const MAIN: Caller = Caller {
+        tid: 500,
+        tgid: 500,
+    };
 
     fn random(w: &mut World, c: Caller) -> Vec<u8> {
-        let (a, commit) = w.decide(c, &Request::Getrandom { buf: 0x1000, len: 8 });
+        let (a, commit) = w.decide(
+            c,
+            &Request::Getrandom {
+                buf: 0x1000,
+                len: 8,
+            },
+        );
         w.commit(commit);
         match a {
             Answer::Return { mut writes, ret: 8 } => writes.remove(0).1,
@@ -344,9 +465,21 @@ mod tests {
     fn same_key_same_bytes_whatever_the_kernel_ids() {
         let mut a = world(Scope::Local);
         let mut b = world(Scope::Local);
-        assert_eq!(random(&mut a, MAIN), random(&mut b, Caller { tid: 9000, tgid: 9000 }));
+        assert_eq!(
+            random(&mut a, MAIN),
+            random(
+                &mut b,
+                Caller {
+                    tid: 9000,
+                    tgid: 9000
+                }
+            )
+        );
         // A second thread of the same process gets its own stream.
-        let t2 = Caller { tid: 501, tgid: 500 };
+        let t2 = Caller {
+            tid: 501,
+            tgid: 500,
+        };
         assert_ne!(random(&mut a, t2), random(&mut a, MAIN));
     }
 
@@ -356,42 +489,92 @@ mod tests {
         let req = Request::Time { tloc: 0 };
         let (first, _) = w.decide(MAIN, &req);
         let (again, commit) = w.decide(MAIN, &req);
-        assert!(matches!((&first, &again), (Answer::Return { ret: 1_000_000, .. }, Answer::Return { ret: 1_000_000, .. })));
+        assert!(matches!(
+            (&first, &again),
+            (
+                Answer::Return { ret: 1_000_000, .. },
+                Answer::Return { ret: 1_000_000, .. }
+            )
+        ));
         w.commit(commit);
         for _ in 0..999 {
             let (_, c) = w.decide(MAIN, &req);
             w.commit(c);
         }
-        assert!(matches!(w.decide(MAIN, &req).0, Answer::Return { ret: 1_000_001, .. }));
+        assert!(matches!(
+            w.decide(MAIN, &req).0,
+            Answer::Return { ret: 1_000_001, .. }
+        ));
     }
 
     #[test]
     fn connections_route_by_name_and_count() {
         let mut w = world(Scope::Networked);
         let addr = w.names.address_of("example.test");
-        let req = Request::Connect { addr: SockAddr::Inet(SocketAddr::new(addr.into(), 443)), sock_type: SockType::Stream };
+        let req = Request::Connect {
+            addr: SockAddr::Inet(SocketAddr::new(addr.into(), 443)),
+            sock_type: SockType::Stream,
+        };
         let (a, c) = w.decide(MAIN, &req);
         w.commit(c);
-        let want = Destination::Server { index: 0, host: "example.test".into(), port: 443 };
+        let want = Destination::Server {
+            index: 0,
+            host: "example.test".into(),
+            port: 443,
+        };
         assert!(matches!(a, Answer::Redirect { to } if to == want));
-        let lit = Request::Connect { addr: SockAddr::Inet("127.0.0.1:8443".parse().unwrap()), sock_type: SockType::Stream };
+        let lit = Request::Connect {
+            addr: SockAddr::Inet("127.0.0.1:8443".parse().unwrap()),
+            sock_type: SockType::Stream,
+        };
         let (a, _) = w.decide(MAIN, &lit);
-        let want = Destination::Server { index: 1, host: "127.0.0.1".into(), port: 8443 };
+        let want = Destination::Server {
+            index: 1,
+            host: "127.0.0.1".into(),
+            port: 8443,
+        };
         assert!(matches!(a, Answer::Redirect { to } if to == want));
-        let udp = Request::Connect { addr: SockAddr::Inet("1.2.3.4:53".parse().unwrap()), sock_type: SockType::Datagram };
+        let udp = Request::Connect {
+            addr: SockAddr::Inet("1.2.3.4:53".parse().unwrap()),
+            sock_type: SockType::Datagram,
+        };
         assert!(matches!(w.decide(MAIN, &udp).0, Answer::Errno(ENETUNREACH)));
-        assert!(matches!(world(Scope::Local).decide(MAIN, &lit).0, Answer::Continue));
+        assert!(matches!(
+            world(Scope::Local).decide(MAIN, &lit).0,
+            Answer::Continue
+        ));
     }
 
     #[test]
     fn name_files_are_served_only_when_networked() {
-        let open = |w: &mut World, p: &str| w.decide(MAIN, &Request::Open { path: p.as_bytes().to_vec(), flags: O_CLOEXEC }).0;
+        let open = |w: &mut World, p: &str| {
+            w.decide(
+                MAIN,
+                &Request::Open {
+                    path: p.as_bytes().to_vec(),
+                    flags: O_CLOEXEC,
+                },
+            )
+            .0
+        };
         let mut net = world(Scope::Networked);
-        assert!(matches!(open(&mut net, "/etc/resolv.conf"), Answer::File { cloexec: true, .. }));
-        assert!(matches!(open(&mut net, "/etc/gai.conf"), Answer::Errno(ENOENT)));
+        assert!(matches!(
+            open(&mut net, "/etc/resolv.conf"),
+            Answer::File { cloexec: true, .. }
+        ));
+        assert!(matches!(
+            open(&mut net, "/etc/gai.conf"),
+            Answer::Errno(ENOENT)
+        ));
         assert!(matches!(open(&mut net, "/etc/passwd"), Answer::Continue));
         let mut local = world(Scope::Local);
-        assert!(matches!(open(&mut local, "/etc/resolv.conf"), Answer::Continue));
-        assert!(matches!(open(&mut local, "/dev/urandom"), Answer::RandomDevice { .. }));
+        assert!(matches!(
+            open(&mut local, "/etc/resolv.conf"),
+            Answer::Continue
+        ));
+        assert!(matches!(
+            open(&mut local, "/dev/urandom"),
+            Answer::RandomDevice { .. }
+        ));
     }
 }

@@ -60,7 +60,9 @@ impl Names {
             return *a;
         }
         // 198.18.1.0 upwards; 198.18.0.0/24 is kept for the world's servers.
-        let n = u32::try_from(self.by_name.len()).unwrap_or(u32::MAX).saturating_add(256);
+        let n = u32::try_from(self.by_name.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(256);
         let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (n & 0x1_ffff));
         self.by_name.insert(name.clone(), addr);
         self.by_addr.insert(addr, name);
@@ -180,7 +182,12 @@ mod tests {
         let r = n.answer(&query("Example.test", 1)).unwrap();
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1, "one answer");
-        let addr = Ipv4Addr::new(r[r.len() - 4], r[r.len() - 3], r[r.len() - 2], r[r.len() - 1]);
+        let addr = Ipv4Addr::new(
+            r[r.len() - 4],
+            r[r.len() - 3],
+            r[r.len() - 2],
+            r[r.len() - 1],
+        );
         assert_eq!(addr, Ipv4Addr::new(198, 18, 1, 0));
         assert_eq!(n.name_of(IpAddr::V4(addr)), Some("example.test"));
         assert_eq!(n.address_of("example.test."), addr);
@@ -206,7 +213,9 @@ mod tests {
     #[test]
     fn nameserver_is_recognised_in_both_families() {
         assert!(Names::is_nameserver("198.18.0.53:53".parse().unwrap()));
-        assert!(Names::is_nameserver("[::ffff:198.18.0.53]:53".parse().unwrap()));
+        assert!(Names::is_nameserver(
+            "[::ffff:198.18.0.53]:53".parse().unwrap()
+        ));
         assert!(!Names::is_nameserver("198.18.0.53:54".parse().unwrap()));
     }
 }

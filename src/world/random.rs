@@ -64,7 +64,10 @@ pub struct Streams {
 
 impl Streams {
     pub fn new(key: [u8; 32]) -> Self {
-        Streams { key, live: HashMap::new() }
+        Streams {
+            key,
+            live: HashMap::new(),
+        }
     }
 
     /// A fresh generator positioned at the start of `id`'s stream.
@@ -76,7 +79,11 @@ impl Streams {
 
     /// The next `len` bytes of `id`, and the generator state after them.
     pub fn draw(&self, id: StreamId, len: usize) -> (Vec<u8>, ChaCha20Rng) {
-        let mut rng = self.live.get(&id).cloned().unwrap_or_else(|| self.fresh(id));
+        let mut rng = self
+            .live
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.fresh(id));
         let mut out = vec![0u8; len];
         rng.fill_bytes(&mut out);
         (out, rng)
@@ -91,7 +98,10 @@ impl Streams {
 mod tests {
     use super::*;
 
-    const T: Timestamp = Timestamp { secs: 1_700_000_000, nanos: 0 };
+    const T: Timestamp = Timestamp {
+        secs: 1_700_000_000,
+        nanos: 0,
+    };
 
     #[test]
     fn key_depends_on_every_input() {
@@ -99,8 +109,28 @@ mod tests {
         let mut seed = [7; 32];
         seed[31] ^= 1;
         assert_ne!(base, world_key(&seed, T, "https://a.test/"));
-        assert_ne!(base, world_key(&[7; 32], Timestamp { secs: T.secs + 1, nanos: 0 }, "https://a.test/"));
-        assert_ne!(base, world_key(&[7; 32], Timestamp { secs: T.secs, nanos: 1 }, "https://a.test/"));
+        assert_ne!(
+            base,
+            world_key(
+                &[7; 32],
+                Timestamp {
+                    secs: T.secs + 1,
+                    nanos: 0
+                },
+                "https://a.test/"
+            )
+        );
+        assert_ne!(
+            base,
+            world_key(
+                &[7; 32],
+                Timestamp {
+                    secs: T.secs,
+                    nanos: 1
+                },
+                "https://a.test/"
+            )
+        );
         assert_ne!(base, world_key(&[7; 32], T, "https://b.test/"));
         assert_eq!(base, world_key(&[7; 32], T, "https://a.test/"));
     }
@@ -108,7 +138,10 @@ mod tests {
     #[test]
     fn uncommitted_draws_repeat_and_committed_ones_advance() {
         let mut s = Streams::new([1; 32]);
-        let id = StreamId::Thread { process: 0, thread: 0 };
+        let id = StreamId::Thread {
+            process: 0,
+            thread: 0,
+        };
         let (a, _) = s.draw(id, 16);
         let (b, state) = s.draw(id, 16);
         assert_eq!(a, b, "a withdrawn answer must not consume the stream");
@@ -120,9 +153,18 @@ mod tests {
     #[test]
     fn streams_are_independent_and_split_reads_concatenate() {
         let mut s = Streams::new([1; 32]);
-        let t0 = StreamId::Thread { process: 0, thread: 0 };
-        let t1 = StreamId::Thread { process: 0, thread: 1 };
-        let dev = StreamId::Device { process: 0, open: 0 };
+        let t0 = StreamId::Thread {
+            process: 0,
+            thread: 0,
+        };
+        let t1 = StreamId::Thread {
+            process: 0,
+            thread: 1,
+        };
+        let dev = StreamId::Device {
+            process: 0,
+            open: 0,
+        };
         let (whole, _) = s.draw(t0, 32);
         assert_ne!(whole, s.draw(t1, 32).0);
         assert_ne!(whole, s.draw(dev, 32).0);
