@@ -46,7 +46,10 @@ pub fn is_root() -> bool {
 /// Say loudly why a test did nothing; the test then returns early and
 /// passes, so the reason must be visible in `cargo test` output.
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIPPED {test}: {reason}");
+    // Straight to stderr: `eprintln!` is captured, and hidden, for tests
+    // that pass.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
 /// Compile `c_source` with `cc` into `dir/name` and return the executable.
