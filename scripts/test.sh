@@ -22,4 +22,7 @@ export TLSIGN_CROSS_ROOT=${TLSIGN_CROSS_ROOT:-/var/cache/tlsign-seccomp/trixie-r
 bash scripts/cross-root.sh
 
 cargo build --all-targets
+# The benchmark's smoke mode (3 rounds): keeps benches/ from rotting. The
+# figures of a real run are in docs/benchmarks.md.
+cargo bench --bench sign -- --quick
 exec cargo test --no-fail-fast "$@"
