@@ -448,3 +448,26 @@ fn tamper_connection_endpoint() {
         ],
     );
 }
+
+/// Events reordered so that the server's first flight comes after the
+/// client's second: the client waits for the server, the replay for the
+/// client. Verify must say so within the stall limit, not wait out its
+/// whole timeout.
+#[test]
+fn reordered_events_stall_and_fail() {
+    let s = signed();
+    let mut t = s.t.clone();
+    let events = &mut t.connections[0].events;
+    let first_server = events.iter().position(|e| matches!(e, Event::Server(_))).expect("a server event");
+    let next_client = first_server
+        + events[first_server..].iter().position(|e| matches!(e, Event::Client(_))).expect("a later client event");
+    let moved = events.remove(first_server);
+    events.insert(next_client, moved);
+    let file = s.dir.join("reordered.tlsign");
+    write_transcript(&file, &t);
+    let r = verify_file(&file, &s.ca);
+    r.assert_code(1);
+    r.assert_one_error_line();
+    r.assert_stderr_mentions("sent nothing");
+    assert!(r.elapsed < Duration::from_secs(25), "took {:?}", r.elapsed);
+}

@@ -6,6 +6,8 @@
 //! after, so a deterministic client never waits for server bytes that the
 //! replay holds back.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -29,7 +31,16 @@ pub enum Divergence {
     Extra { conn: usize, offset: u64 },
     #[error("connection {conn}: the client closed the connection before the recorded server bytes were delivered")]
     Gone { conn: usize },
+    #[error("connection {conn}: the client sent nothing for {} s at offset {offset}; the transcript expects more client bytes there", STALL.as_secs())]
+    Stalled { conn: usize, offset: u64 },
 }
+
+/// How long the replay waits for client bytes the transcript expects. A
+/// replay runs on one machine with no network: a real client answers in
+/// milliseconds, so a long silence means the client is itself waiting for
+/// server bytes that the transcript put later (a transcript that was edited,
+/// or made by something other than the recorder).
+pub const STALL: Duration = Duration::from_secs(10);
 
 pub async fn replay(
     mut client: UnixStream,
@@ -56,7 +67,11 @@ pub async fn replay(
                 let mut matched = 0;
                 while matched < want.len() {
                     if pending.is_empty() {
-                        let n = client.read(&mut buf).await.unwrap_or(0);
+                        let at = offset + matched as u64;
+                        let n = match tokio::time::timeout(STALL, client.read(&mut buf)).await {
+                            Ok(r) => r.unwrap_or(0),
+                            Err(_) => return Err(Divergence::Stalled { conn, offset: at }),
+                        };
                         if n == 0 {
                             return Err(Divergence::ClosedEarly {
                                 conn,
@@ -90,9 +105,10 @@ pub async fn replay(
                 if !pending.is_empty() {
                     return Err(Divergence::Extra { conn, offset });
                 }
-                match client.read(&mut buf).await {
-                    Ok(0) | Err(_) => {}
-                    Ok(_) => return Err(Divergence::Extra { conn, offset }),
+                match tokio::time::timeout(STALL, client.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => {}
+                    Ok(Ok(_)) => return Err(Divergence::Extra { conn, offset }),
+                    Err(_) => return Err(Divergence::Stalled { conn, offset }),
                 }
             }
         }
@@ -148,6 +164,22 @@ mod tests {
     async fn first_different_byte_is_reported() {
         let (r, _) = client_sends(&[b"hello w0rld"]).await;
         assert_eq!(r, Err(Divergence::Bytes { conn: 0, offset: 7 }));
+    }
+
+    /// A transcript that holds server bytes back until after client bytes
+    /// the client only sends once it has them: both would wait forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadlocked_replay_is_reported_not_waited_out() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, mut b) = (super::super::into_async(a).unwrap(), super::super::into_async(b).unwrap());
+        let rec = recording();
+        let replayer = tokio::spawn(async move { replay(a, 3, &rec).await });
+        // The client waits for a server byte first, as a TLS client reading
+        // a ServerHello would.
+        let mut one = [0u8; 1];
+        let client = tokio::spawn(async move { b.read(&mut one).await.map(|_| b) });
+        assert_eq!(replayer.await.unwrap(), Err(Divergence::Stalled { conn: 3, offset: 0 }));
+        drop(client);
     }
 
     #[tokio::test]
