@@ -58,7 +58,10 @@ fn children_cpu_ms() -> f64 {
 fn notifications(stderr: &str) -> f64 {
     stderr
         .split(", ")
-        .find_map(|p| p.strip_suffix(" notifications)").or_else(|| p.trim_end().strip_suffix(" notifications)")))
+        .find_map(|p| {
+            p.strip_suffix(" notifications)")
+                .or_else(|| p.trim_end().strip_suffix(" notifications)"))
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(f64::NAN)
 }
@@ -81,7 +84,10 @@ fn main() {
         rounds = 3;
     }
     if let Some(i) = args.iter().position(|a| a == "--rounds") {
-        rounds = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--rounds N");
+        rounds = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--rounds N");
     }
 
     let dir = common::tempdir();
@@ -101,7 +107,12 @@ fn main() {
     };
     let sign_cmd = |out: &Path| {
         let mut c = Command::new(&bin);
-        c.arg("sign").arg(&url).arg("-o").arg(out).arg("--ca-file").arg(ca);
+        c.arg("sign")
+            .arg(&url)
+            .arg("-o")
+            .arg(out)
+            .arg("--ca-file")
+            .arg(ca);
         c
     };
     let verify_cmd = || {
@@ -117,7 +128,8 @@ fn main() {
         timed(&mut verify_cmd());
     }
 
-    let (mut bare, mut sign, mut verify) = (Samples::default(), Samples::default(), Samples::default());
+    let (mut bare, mut sign, mut verify) =
+        (Samples::default(), Samples::default(), Samples::default());
     let started = Instant::now();
     for _ in 0..rounds {
         let (w, c, _) = timed(&mut bare_cmd());
@@ -139,7 +151,11 @@ fn main() {
             percentile(&s.wall, 0.5),
             percentile(&s.wall, 0.95),
             percentile(&s.cpu, 0.5),
-            if s.notifications.is_empty() { "-".to_string() } else { format!("{:.0}", percentile(&s.notifications, 0.5)) }
+            if s.notifications.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", percentile(&s.notifications, 0.5))
+            }
         )
     };
     let bare_med = percentile(&bare.wall, 0.5);

@@ -9,10 +9,11 @@
 #                              tests' small C programs
 #   nginx openssl              the demo's and the tests' HTTPS servers and PKI
 #   curl                       the tests' fixture self-test (test-only)
+#   strace                     fault injection: kernel fallbacks (test-only)
 #   util-linux                 unshare and setpriv for the tests
 set -euo pipefail
 
-packages=(libseccomp-dev pkg-config gcc libc6-dev nginx openssl curl util-linux ca-certificates)
+packages=(libseccomp-dev pkg-config gcc libc6-dev nginx openssl curl strace util-linux ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -55,7 +55,9 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         .envs(opts.env.iter().map(|(k, v)| (k, v)));
     let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| match e {
         target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
-        target::SpawnError::Listener(_) => Error::Environment(e.to_string()),
+        target::SpawnError::Listener(_) | target::SpawnError::FilterRefused(_) => {
+            Error::Environment(e.to_string())
+        }
     })?;
     // Ctrl-C reaches the whole foreground group: let the command decide what
     // it means and report how it ended. (Set after the spawn: an ignored

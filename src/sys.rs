@@ -175,6 +175,8 @@ pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
 
 /// What the child reports back with its listener fd.
 pub const LISTENER_KILLABLE: u8 = 1;
+/// What the child sends, with no fd, when the kernel refused the filter.
+pub const FILTER_REFUSED: u8 = 0xff;
 
 /// Runs in the forked child, between fork and exec: only raw,
 /// async-signal-safe syscalls, no allocation. Sets no_new_privs (which lets
@@ -234,7 +236,19 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
         };
     }
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // Tell the parent which step failed: from the outside a failed
+        // pre-exec step and a failed exec look the same.
+        // SAFETY: a one-byte send from a live stack buffer.
+        unsafe {
+            libc::send(
+                sock,
+                [FILTER_REFUSED].as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        return Err(err);
     }
     let fd = fd as RawFd;
     let r = send_fd_raw(sock, fd, killable);

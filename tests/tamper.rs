@@ -458,9 +458,15 @@ fn reordered_events_stall_and_fail() {
     let s = signed();
     let mut t = s.t.clone();
     let events = &mut t.connections[0].events;
-    let first_server = events.iter().position(|e| matches!(e, Event::Server(_))).expect("a server event");
+    let first_server = events
+        .iter()
+        .position(|e| matches!(e, Event::Server(_)))
+        .expect("a server event");
     let next_client = first_server
-        + events[first_server..].iter().position(|e| matches!(e, Event::Client(_))).expect("a later client event");
+        + events[first_server..]
+            .iter()
+            .position(|e| matches!(e, Event::Client(_)))
+            .expect("a later client event");
     let moved = events.remove(first_server);
     events.insert(next_client, moved);
     let file = s.dir.join("reordered.tlsign");

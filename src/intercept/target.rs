@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command};
 
 use nix::sys::socket::{
-    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+    recv, recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 
 use crate::sys;
@@ -40,6 +40,8 @@ pub enum SpawnError {
     Spawn { program: String, source: io::Error },
     #[error("cannot set up the seccomp listener: {0}")]
     Listener(io::Error),
+    #[error("the kernel refused the seccomp user-notification filter ({0}); tlsign-seccomp needs Linux 5.14 or newer with seccomp enabled, and no outer filter that blocks seccomp()")]
+    FilterRefused(io::Error),
 }
 
 /// Spawns `cmd` with ASLR off, no_new_privs, and `filter` installed with a
@@ -57,9 +59,21 @@ pub fn spawn(
     )
     .map_err(|e| SpawnError::Listener(e.into()))?;
     sys::install_filter_before_exec(cmd, filter, theirs.as_raw_fd());
-    let child = cmd
-        .spawn()
-        .map_err(|source| SpawnError::Spawn { program, source })?;
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(source) => {
+            // A failed pre-exec step and a failed exec look alike from here:
+            // the child says which it was.
+            let mut tag = [0u8; 1];
+            let refused = recv(ours.as_raw_fd(), &mut tag, MsgFlags::MSG_DONTWAIT)
+                .is_ok_and(|n| n == 1 && tag[0] == sys::FILTER_REFUSED);
+            return Err(if refused {
+                SpawnError::FilterRefused(source)
+            } else {
+                SpawnError::Spawn { program, source }
+            });
+        }
+    };
     drop(theirs);
     let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
     let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();

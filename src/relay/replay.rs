@@ -171,14 +171,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_deadlocked_replay_is_reported_not_waited_out() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (a, mut b) = (super::super::into_async(a).unwrap(), super::super::into_async(b).unwrap());
+        let (a, mut b) = (
+            super::super::into_async(a).unwrap(),
+            super::super::into_async(b).unwrap(),
+        );
         let rec = recording();
         let replayer = tokio::spawn(async move { replay(a, 3, &rec).await });
         // The client waits for a server byte first, as a TLS client reading
         // a ServerHello would.
         let mut one = [0u8; 1];
         let client = tokio::spawn(async move { b.read(&mut one).await.map(|_| b) });
-        assert_eq!(replayer.await.unwrap(), Err(Divergence::Stalled { conn: 3, offset: 0 }));
+        assert_eq!(
+            replayer.await.unwrap(),
+            Err(Divergence::Stalled { conn: 3, offset: 0 })
+        );
         drop(client);
     }
 

@@ -1,0 +1,103 @@
+//! Older kernels, simulated on this one with strace's fault injection:
+//! `seccomp()` made to fail with EINVAL, as a kernel without a flag answers.
+//!
+//! The supervisor's first `seccomp()` in the child asks for the killable
+//! wait (Linux 5.19); a kernel without it answers EINVAL, and the supervisor
+//! must fall back to a plain listener. strace counts calls per process, and
+//! the supervisor's own first `seccomp()` call (libseccomp probing with
+//! SECCOMP_SET_MODE_STRICT) gets EINVAL anyway, so `when=1` hits only the
+//! child's first call where it matters.
+
+mod common;
+
+use common::*;
+
+fn strace_injecting(when: &str) -> Vec<String> {
+    vec![
+        "strace".into(),
+        "-f".into(),
+        "-qq".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-e".into(),
+        "trace=seccomp".into(),
+        "-e".into(),
+        format!("inject=seccomp:error=EINVAL:when={when}"),
+    ]
+}
+
+fn have_strace() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Without the killable wait, sign and verify still work, and `run` stays
+/// deterministic.
+#[test]
+fn no_killable_wait_falls_back() {
+    if !have_strace() {
+        return skip(
+            "no_killable_wait_falls_back",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let file = dir.path().join("old-kernel.tlsign");
+    sign(&nginx, &pki, "/", &file)
+        .wrapped(strace_injecting("1"))
+        .run()
+        .assert_code(0);
+    let body = verify(&file, &pki)
+        .arg("--body")
+        .arg("-")
+        .wrapped(strace_injecting("1"))
+        .run();
+    body.assert_code(0);
+    assert_bytes_eq("verified body", &body.stdout, &nginx.site().index);
+    // A transcript signed without the flag verifies with it, too.
+    assert_bytes_eq(
+        "verified body",
+        &verify_ok(&file, &pki),
+        &nginx.site().index,
+    );
+
+    let probe = cc_build(dir.path(), "probe", include_str!("c/world_probe.c"));
+    let runs: Vec<Vec<u8>> = (0..2)
+        .map(|_| {
+            let r = Cmd::tlsign()
+                .args(["run", "--seed", "7", "--"])
+                .arg(&probe)
+                .wrapped(strace_injecting("1"))
+                .run();
+            r.assert_code(0);
+            r.stdout.clone()
+        })
+        .collect();
+    assert_eq!(
+        runs[0], runs[1],
+        "run must stay deterministic without the killable wait"
+    );
+}
+
+/// A kernel that refuses the filter altogether: exit 4 and one line that
+/// says what the kernel refused.
+#[test]
+fn refused_filter_exits_4_with_a_reason() {
+    if !have_strace() {
+        return skip(
+            "refused_filter_exits_4_with_a_reason",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    let r = Cmd::tlsign()
+        .args(["run", "--", "true"])
+        .wrapped(strace_injecting("1..2"))
+        .run();
+    r.assert_code(4);
+    r.assert_one_error_line();
+    r.assert_stderr_mentions("kernel refused the seccomp user-notification filter");
+}
