@@ -39,6 +39,9 @@ pub enum Command {
     /// Run any command in the deterministic world, recording nothing.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Show what a transcript claims, without checking it.
+    #[command(after_help = EXIT_CODES)]
+    Inspect(InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +83,12 @@ pub struct VerifyArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The transcript to show.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +209,11 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 s.elapsed.as_secs_f64() * 1000.0,
                 s.stats.notifications
             );
+            Ok(crate::exit::OK)
+        }
+        Command::Inspect(a) => {
+            let t = crate::transcript::read_file(&a.file, &crate::transcript::Limits::default())?;
+            print!("{}", crate::inspect::describe(&t));
             Ok(crate::exit::OK)
         }
         Command::Verify(a) => {

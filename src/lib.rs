@@ -58,6 +58,7 @@
 pub mod cli;
 pub mod client;
 mod error;
+pub mod inspect;
 pub mod intercept;
 pub mod relay;
 pub mod run;

@@ -588,3 +588,40 @@ fn no_seccomp_exits_4() {
     r.assert_code(4);
     r.assert_one_error_line();
 }
+
+/// `inspect` shows the claims without replaying: URL, status, the body's
+/// size and SHA-256, each connection; and refuses what is not a transcript.
+#[test]
+fn inspect_shows_the_claims() {
+    use sha2::{Digest, Sha256};
+    let (dir, pki) = setup();
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let file = dir.path().join("inspect.tlsign");
+    sign_ok(&nginx, &pki, "/redirect", &file);
+    let url = nginx.url("/redirect");
+    nginx.stop();
+    let r = Cmd::tlsign().arg("inspect").arg(&file).run();
+    r.assert_code(0);
+    let out = r.stdout_str();
+    let index = &read_transcript(&file).response.body;
+    let sha: String = Sha256::digest(index)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(out.starts_with("UNVERIFIED"), "{out}");
+    for want in [
+        format!("url:         {url}"),
+        "status:      200".to_string(),
+        format!("body:        {} bytes, SHA-256 {sha}", index.len()),
+        "connection 0: tlsign.test:".to_string(),
+        "connection 1: tlsign.test:".to_string(),
+        format!("redirected:  {url}"),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"certainly not a transcript").unwrap();
+    let r = Cmd::tlsign().arg("inspect").arg(&junk).run();
+    r.assert_code(2);
+    r.assert_one_error_line();
+}
