@@ -625,3 +625,48 @@ fn inspect_shows_the_claims() {
     r.assert_code(2);
     r.assert_one_error_line();
 }
+
+/// No fixed port, no shared state between supervisors: many signs run at
+/// once on one machine, and every transcript verifies.
+#[test]
+fn concurrent_signs_do_not_interfere() {
+    let (dir, pki) = setup();
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let paths = [
+        "/",
+        "/gz.html",
+        "/redirect",
+        "/big.bin",
+        "/",
+        "/chain1",
+        "/gz.html",
+        "/",
+    ];
+    let files: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let (nginx, pki, dir) = (&nginx, &pki, dir.path());
+                s.spawn(move || {
+                    let file = dir.join(format!("concurrent-{i}.tlsign"));
+                    sign(nginx, pki, path, &file).run().assert_code(0);
+                    file
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seeds = std::collections::HashSet::new();
+    for (file, path) in files.iter().zip(paths) {
+        let t = read_transcript(file);
+        assert!(seeds.insert(t.seed), "two signs drew the same seed");
+        let body = verify_ok(file, &pki);
+        let want = match path {
+            "/gz.html" => &nginx.site().gz_page,
+            "/big.bin" => &nginx.site().big,
+            _ => &nginx.site().index,
+        };
+        assert_bytes_eq(&format!("{path}: verified body"), &body, want);
+    }
+}
