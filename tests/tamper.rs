@@ -477,3 +477,51 @@ fn reordered_events_stall_and_fail() {
     r.assert_stderr_mentions("sent nothing");
     assert!(r.elapsed < Duration::from_secs(25), "took {:?}", r.elapsed);
 }
+
+/// Regression: the record-layer version of a plaintext record (a TLS 1.2
+/// ServerKeyExchange, a TLS 1.3 ServerHello) is authenticated by nothing in
+/// TLS itself, and a flip there once verified. The client now requires one
+/// record version throughout. Flip the version bytes of every server record
+/// header, for TLS 1.2 and TLS 1.3 servers: each must fail.
+#[test]
+fn record_version_bytes_are_checked() {
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    for version in [TlsVersion::Tls12, TlsVersion::Tls13] {
+        let server = SServer::start(dir.path(), &pki, Cert::Valid, version);
+        let file = dir.path().join(format!("records-{version:?}.tlsign"));
+        let t = sign_ok(&server, &pki, PATH, &file);
+        drop(server);
+        // Offsets of each record's two version bytes in the server stream.
+        let stream = server_bytes(&t.connections[0]);
+        let mut at = 0;
+        let mut positions = Vec::new();
+        while at + 5 <= stream.len() {
+            positions.extend([at + 1, at + 2]);
+            at += 5 + usize::from(u16::from_be_bytes([stream[at + 3], stream[at + 4]]));
+        }
+        assert!(
+            positions.len() >= 8,
+            "{version:?}: only {} record header bytes",
+            positions.len()
+        );
+        let mut problems = Vec::new();
+        for pos in positions {
+            let bad = dir.path().join(format!("records-{version:?}-{pos}.tlsign"));
+            write_transcript(&bad, &flip_stream(&t, Side::Server, pos));
+            let r = verify_file(&bad, &pki.ca);
+            if r.code != Some(1) {
+                problems.push(format!(
+                    "{version:?} byte {pos}: exit {:?}: {}",
+                    r.code,
+                    r.stderr.trim()
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "record version flips that verified:\n{}",
+            problems.join("\n")
+        );
+    }
+}

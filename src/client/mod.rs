@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+mod records;
 mod tls;
 
 #[cfg(test)]
@@ -57,7 +58,7 @@ pub const CLIENT_NAME: &str = "tlsign-seccomp-client";
 /// Cargo.lock.
 pub const CLIENT_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "+rustls-0.23.46+ring-0.17.14+http-v2"
+    "+rustls-0.23.46+ring-0.17.14+http-v3"
 );
 
 /// The identity recorded in transcripts.

@@ -12,10 +12,11 @@ use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use super::records::RecordChecked;
 use super::{ClientFailure, FailureKind};
 
 /// A TLS connection over the TCP socket it owns.
-pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+pub type TlsStream = StreamOwned<ClientConnection, RecordChecked<TcpStream>>;
 
 /// The one configuration every connection of a fetch uses.
 ///
@@ -89,7 +90,7 @@ pub fn handshake(
             format!("TLS setup for {peer} failed: {e}"),
         )
     })?;
-    let mut tls = StreamOwned::new(conn, sock);
+    let mut tls = StreamOwned::new(conn, RecordChecked::new(sock));
     while tls.conn.is_handshaking() {
         match tls.conn.complete_io(&mut tls.sock) {
             Ok((0, 0)) if tls.conn.is_handshaking() => {

@@ -145,6 +145,7 @@ impl Supervisor<'_, '_> {
             libc::SYS_getrandom => Request::Getrandom {
                 buf: a[0],
                 len: a[1],
+                flags: a[2] as u32,
             },
             libc::SYS_clock_gettime => Request::ClockGettime {
                 clock: a[0] as i32,

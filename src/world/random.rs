@@ -35,9 +35,20 @@ pub fn world_key(seed: &[u8; 32], clock_start: Timestamp, url: &str) -> [u8; 32]
 /// Which stream a consumer draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StreamId {
-    /// `getrandom` of the `thread`-th thread of the `process`-th process,
-    /// both counted in order of first appearance.
-    Thread { process: u32, thread: u32 },
+    /// `getrandom` with flags `flags` (GRND_NONBLOCK, GRND_RANDOM,
+    /// GRND_INSECURE: the low 8 bits) of the `thread`-th thread of the
+    /// `process`-th process, both counted in order of first appearance.
+    ///
+    /// The flags separate consumers: glibc draws its start-up randomness
+    /// (malloc's tcache key) with GRND_NONBLOCK, Rust's std its hash keys
+    /// with GRND_INSECURE, ring its TLS secrets with no flags. Another libc
+    /// drawing more or fewer bytes at start-up then leaves the TLS stack's
+    /// bytes unchanged, and a transcript replays across libc versions.
+    Thread {
+        process: u32,
+        thread: u32,
+        flags: u8,
+    },
     /// The `open`-th open of a random device by the `process`-th process.
     Device { process: u32, open: u32 },
 }
@@ -45,7 +56,14 @@ pub enum StreamId {
 impl StreamId {
     fn number(self) -> u64 {
         match self {
-            StreamId::Thread { process, thread } => (u64::from(process) << 32) | u64::from(thread),
+            // process: 23 bits, thread: 32 bits, flags: 8 bits.
+            StreamId::Thread {
+                process,
+                thread,
+                flags,
+            } => {
+                (u64::from(process & 0x7f_ffff) << 40) | (u64::from(thread) << 8) | u64::from(flags)
+            }
             StreamId::Device { process, open } => {
                 (1 << 63) | (u64::from(process) << 32) | u64::from(open)
             }
@@ -141,6 +159,7 @@ mod tests {
         let id = StreamId::Thread {
             process: 0,
             thread: 0,
+            flags: 0,
         };
         let (a, _) = s.draw(id, 16);
         let (b, state) = s.draw(id, 16);
@@ -156,10 +175,12 @@ mod tests {
         let t0 = StreamId::Thread {
             process: 0,
             thread: 0,
+            flags: 0,
         };
         let t1 = StreamId::Thread {
             process: 0,
             thread: 1,
+            flags: 0,
         };
         let dev = StreamId::Device {
             process: 0,
