@@ -17,6 +17,7 @@ Exit codes:
   3    signing failed: network, TLS or HTTP error, including an untrusted or
        expired certificate at signing time
   4    the supervisor could not run (the kernel lacks something it needs)
+  70   internal error: a bug in tlsign-seccomp; no output file was written
   130  interrupted; no output file was written
 `run` exits with its command's status (128 + signal if it was killed).";
 

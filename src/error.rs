@@ -17,6 +17,8 @@ pub mod exit {
     /// The supervisor could not run: the kernel or system refused something
     /// it needs (seccomp user notification, /proc/PID/mem, ...).
     pub const ENVIRONMENT: i32 = 4;
+    /// A bug in tlsign-seccomp (a panic); nothing was written.
+    pub const INTERNAL: i32 = 70;
     /// Interrupted (SIGINT/SIGTERM); nothing was written.
     pub const INTERRUPTED: i32 = 130;
 }

@@ -6,6 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A bug must still end in one line and a documented code, not a
+    // backtrace; outputs are written atomically, so exiting at once leaves
+    // nothing half-written (the client dies with us).
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string().replace('\n', " ");
+        eprintln!("error: internal error (a bug in tlsign-seccomp, please report it): {msg}");
+        std::process::exit(tlsign_seccomp::exit::INTERNAL);
+    }));
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The supervised child: the same binary, re-executed.
     if args
