@@ -54,14 +54,11 @@ fn children_cpu_ms() -> f64 {
     ms(u.user_time()) + ms(u.system_time())
 }
 
-/// "(12 ms, 20 notifications)" at the end of sign's summary line.
+/// "(12 ms, 20 notifications, ...)" at the end of sign's summary line.
 fn notifications(stderr: &str) -> f64 {
     stderr
         .split(", ")
-        .find_map(|p| {
-            p.strip_suffix(" notifications)")
-                .or_else(|| p.trim_end().strip_suffix(" notifications)"))
-        })
+        .find_map(|p| p.trim_end_matches(')').strip_suffix(" notifications"))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(f64::NAN)
 }
@@ -138,7 +135,12 @@ fn main() {
         let (w, c, e) = timed(&mut sign_cmd(&transcript));
         sign.wall.push(w);
         sign.cpu.push(c);
-        sign.notifications.push(notifications(&e));
+        let n = notifications(&e);
+        assert!(
+            n.is_finite(),
+            "no notification count in sign's summary: {e}"
+        );
+        sign.notifications.push(n);
         let (w, c, _) = timed(&mut verify_cmd());
         verify.wall.push(w);
         verify.cpu.push(c);

@@ -200,7 +200,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let s = crate::sign::sign(opts)?;
             let t = &s.transcript;
             eprintln!(
-                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {} notifications)",
+                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {} notifications{}{})",
                 t.url,
                 t.response.status,
                 t.response.body.len(),
@@ -208,7 +208,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 t.clock_start.to_rfc3339(),
                 out.display(),
                 s.elapsed.as_secs_f64() * 1000.0,
-                s.stats.notifications
+                s.stats.notifications,
+                if s.stats.killable { "" } else { ", no killable wait" },
+                if s.stats.sync_wakeup { ", sync wake-up" } else { "" },
             );
             Ok(crate::exit::OK)
         }
