@@ -341,3 +341,51 @@ fn bad_options() {
         problems.join("\n")
     );
 }
+
+/// A FIFO is read once its writer arrives, even a moment after us (as with
+/// `mkfifo f; producer > f & tlsign-seccomp verify f`); a writer that leaves
+/// without writing makes an empty file (exit 2), not a hang.
+#[test]
+fn fifo_input_neither_hangs_nor_races() {
+    let dir = tempdir();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            // Opens (waiting for the reader), writes nothing, closes.
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+        })
+    };
+    let r = Cmd::tlsign()
+        .arg("inspect")
+        .arg(&fifo)
+        .timeout(Duration::from_secs(20))
+        .run();
+    writer.join().unwrap();
+    r.assert_code(2);
+    r.assert_one_error_line();
+    r.assert_stderr_mentions("empty");
+
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            // Not a transcript, but bytes: they must be read and judged.
+            f.write_all(b"GIF89a and more").unwrap();
+        })
+    };
+    let r = Cmd::tlsign()
+        .arg("inspect")
+        .arg(&fifo)
+        .timeout(Duration::from_secs(20))
+        .run();
+    writer.join().unwrap();
+    r.assert_code(2);
+    r.assert_stderr_mentions("not a tlsign transcript");
+}

@@ -21,7 +21,8 @@
 
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Transcript;
@@ -191,13 +192,48 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Transcript, DecodeError> 
 
 /// Reads and decodes a transcript file, refusing one larger than
 /// `limits.max_file` before reading it.
+/// How long `read_file` waits for a writer on a FIFO.
+const FIFO_WAIT_MS: u16 = 30_000;
+
 pub fn read_file(path: &Path, limits: &Limits) -> Result<Transcript, DecodeError> {
     let io_error = |source| DecodeError::Io {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io_error)?;
-    let size = file.metadata().map_err(io_error)?.len();
+    // Opened without blocking: a FIFO nobody writes to would otherwise hang
+    // the open. Reads then block again, so a pipe with a writer (`verify
+    // <(curl ...)`) is read to its end, and one without reads as empty.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if meta.file_type().is_fifo() {
+        // Give a writer that opens the FIFO just after us time to arrive
+        // (Linux reports no hang-up before a writer has come and gone).
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(FIFO_WAIT_MS))
+            .map_err(|e| io_error(e.into()))?;
+        if ready == 0 {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "nothing was written to this FIFO for {} s",
+                    FIFO_WAIT_MS / 1000
+                ),
+            )));
+        }
+    }
+    nix::fcntl::fcntl(
+        file.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| io_error(e.into()))?;
+    let size = meta.len();
     if size > limits.max_file {
         return Err(DecodeError::FileTooLarge {
             size,
