@@ -185,6 +185,11 @@ pub(crate) fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         .iter()
         .map(|p| {
             let bad = |why: String| Error::Usage(format!("--ca-file {}: {why}", p.display()));
+            // The client reads the file again by its path: a pipe, which can
+            // be read once, would not do (and a FIFO could block here).
+            if !std::fs::metadata(p).map_err(|e| bad(e.to_string()))?.is_file() {
+                return Err(bad("not a regular file".into()));
+            }
             let pem = std::fs::read(p).map_err(|e| bad(e.to_string()))?;
             let certs = rustls_pemfile::certs(&mut pem.as_slice())
                 .filter(Result::is_ok)
