@@ -187,7 +187,10 @@ pub(crate) fn absolute(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
             let bad = |why: String| Error::Usage(format!("--ca-file {}: {why}", p.display()));
             // The client reads the file again by its path: a pipe, which can
             // be read once, would not do (and a FIFO could block here).
-            if !std::fs::metadata(p).map_err(|e| bad(e.to_string()))?.is_file() {
+            if !std::fs::metadata(p)
+                .map_err(|e| bad(e.to_string()))?
+                .is_file()
+            {
                 return Err(bad("not a regular file".into()));
             }
             let pem = std::fs::read(p).map_err(|e| bad(e.to_string()))?;

@@ -101,3 +101,42 @@ fn refused_filter_exits_4_with_a_reason() {
     r.assert_one_error_line();
     r.assert_stderr_mentions("kernel refused the seccomp user-notification filter");
 }
+
+/// If the supervisor cannot examine a socket being connected (here
+/// pidfd_getfd fails, as under an LSM that forbids it), it must not let the
+/// connect through to the network: the run ends with exit 4 and the reason.
+#[test]
+fn unexaminable_connect_fails_closed() {
+    if !have_strace() {
+        return skip(
+            "unexaminable_connect_fails_closed",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let file = dir.path().join("t.tlsign");
+    let r = sign(&nginx, &pki, "/", &file)
+        .wrapped([
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=pidfd_getfd",
+            "-e",
+            "inject=pidfd_getfd:error=EPERM",
+        ])
+        .run();
+    r.assert_code(4);
+    r.assert_one_error_line();
+    r.assert_stderr_mentions("cannot examine the socket being connected");
+    assert!(!file.exists(), "no transcript may be written");
+    let log = nginx.error_log();
+    assert!(
+        !log.contains("SSL_do_handshake"),
+        "nothing should have reached the server:\n{log}"
+    );
+}

@@ -173,8 +173,24 @@ impl Supervisor<'_, '_> {
                 }
             }
             libc::SYS_connect => match self.decode_connect(tid, a) {
-                Some(r) => r,
-                None => return self.send_continue(n).map_err(fail),
+                Decoded::Request(r) => r,
+                Decoded::KernelWillFail => return self.send_continue(n).map_err(fail),
+                Decoded::Errno(e) => {
+                    return sys::notif_send(self.fd, n.id, 0, -e, 0)
+                        .map(drop)
+                        .map_err(fail)
+                }
+                // Fail closed: letting an unexamined connect through could
+                // reach the network during a verify.
+                Decoded::Unknown(source) => {
+                    if !sys::notif_id_valid(self.fd, n.id) {
+                        return Ok(());
+                    }
+                    return Err(fail(io::Error::new(
+                        source.kind(),
+                        format!("cannot examine the socket being connected: {source}"),
+                    )));
+                }
             },
             _ => return self.send_continue(n).map_err(fail),
         };
@@ -280,11 +296,20 @@ impl Supervisor<'_, '_> {
         }
     }
 
-    fn decode_connect(&mut self, tid: i32, a: [u64; 6]) -> Option<Request> {
-        let len = usize::try_from(a[2]).ok()?.min(128);
-        let mut raw = vec![0u8; len];
-        read_mem(tid, a[1], &mut raw).ok()?;
-        let family = i32::from(u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]));
+    fn decode_connect(&mut self, tid: i32, a: [u64; 6]) -> Decoded {
+        // Like the kernel: an address too short for its family, or unreadable,
+        // fails the call; the world only sees well-formed requests.
+        let Ok(len) = usize::try_from(a[2]) else {
+            return Decoded::Errno(libc::EINVAL);
+        };
+        let mut raw = vec![0u8; len.min(128)];
+        if raw.len() < 2 {
+            return Decoded::Errno(libc::EINVAL);
+        }
+        if read_mem(tid, a[1], &mut raw).is_err() {
+            return Decoded::Errno(libc::EFAULT);
+        }
+        let family = i32::from(u16::from_ne_bytes([raw[0], raw[1]]));
         let addr = match family {
             libc::AF_INET if raw.len() >= 8 => {
                 let port = u16::from_be_bytes([raw[2], raw[3]]);
@@ -293,27 +318,49 @@ impl Supervisor<'_, '_> {
             }
             libc::AF_INET6 if raw.len() >= 24 => {
                 let port = u16::from_be_bytes([raw[2], raw[3]]);
-                let octets: [u8; 16] = raw[8..24].try_into().ok()?;
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&raw[8..24]);
                 SockAddr::Inet((std::net::Ipv6Addr::from(octets), port).into())
             }
+            libc::AF_INET | libc::AF_INET6 => return Decoded::Errno(libc::EINVAL),
             libc::AF_UNIX => SockAddr::Unix,
             other => SockAddr::Other(other),
         };
         let sock_type = match addr {
-            SockAddr::Inet(_) => {
-                let tgid = self.tgid(tid).ok()?;
-                let pidfd = sys::pidfd_open(tgid).ok()?;
-                let dup: OwnedFd = sys::pidfd_getfd(pidfd.as_fd(), a[0] as i32).ok()?;
-                match getsockopt(&dup, sockopt::SockType).ok()? {
-                    nix::sys::socket::SockType::Stream => SockType::Stream,
-                    nix::sys::socket::SockType::Datagram => SockType::Datagram,
-                    _ => SockType::Other,
+            SockAddr::Inet(_) => match self.socket_type(tid, a[0] as i32) {
+                Ok(t) => t,
+                // Not a socket, or no such fd: the kernel fails the call.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSOCK) | Some(libc::EBADF)) => {
+                    return Decoded::KernelWillFail
                 }
-            }
+                Err(e) => return Decoded::Unknown(e),
+            },
             _ => SockType::Other,
         };
-        Some(Request::Connect { addr, sock_type })
+        Decoded::Request(Request::Connect { addr, sock_type })
     }
+
+    /// SO_TYPE of the target's fd, through a duplicate (pidfd_getfd).
+    fn socket_type(&mut self, tid: i32, fd: i32) -> io::Result<SockType> {
+        let pidfd = sys::pidfd_open(self.tgid(tid)?)?;
+        let dup: OwnedFd = sys::pidfd_getfd(pidfd.as_fd(), fd)?;
+        Ok(match getsockopt(&dup, sockopt::SockType)? {
+            nix::sys::socket::SockType::Stream => SockType::Stream,
+            nix::sys::socket::SockType::Datagram => SockType::Datagram,
+            _ => SockType::Other,
+        })
+    }
+}
+
+/// What a `connect` notification turned out to be.
+enum Decoded {
+    Request(Request),
+    /// The kernel itself will fail the call (not a socket): let it.
+    KernelWillFail,
+    /// Answer with this errno, as the kernel would for a bad argument.
+    Errno(i32),
+    /// The supervisor could not tell what is being connected.
+    Unknown(io::Error),
 }
 
 fn syscall_name(nr: i64) -> &'static str {
