@@ -246,19 +246,41 @@ fn s_server_tls12() {
     s_server_small_page(TlsVersion::Tls12);
 }
 
+/// The four kinds of response the issue names: a small page, a few MB, a
+/// gzip-encoded response, a redirect; with what the verified body must be.
+fn every_kind(site: &Site) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("/", site.index.clone()),
+        ("/big.bin", site.big.clone()),
+        ("/gz.html", site.gz_page.clone()),
+        ("/redirect", site.index.clone()),
+    ]
+}
+
 #[test]
 fn verify_after_server_stopped() {
     let (dir, pki) = setup();
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
-    let file = dir.path().join("stopped.tlsign");
-    sign_ok(&nginx, &pki, "/", &file);
-    let (want, addr) = (nginx.site().index.clone(), nginx.addr());
+    let kinds = every_kind(nginx.site());
+    let mut files = Vec::new();
+    for (i, (path, _)) in kinds.iter().enumerate() {
+        let file = dir.path().join(format!("stopped-{i}.tlsign"));
+        sign_ok(&nginx, &pki, path, &file);
+        files.push(file);
+    }
+    let addr = nginx.addr();
     nginx.stop();
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "the server is still up"
     );
-    assert_bytes_eq("verified body", &verify_ok(&file, &pki), &want);
+    for (file, (path, want)) in files.iter().zip(&kinds) {
+        assert_bytes_eq(
+            &format!("{path}: verified body"),
+            &verify_ok(file, &pki),
+            want,
+        );
+    }
 }
 
 #[test]
@@ -271,27 +293,37 @@ fn verify_in_empty_network_namespace() {
     }
     let (dir, pki) = setup();
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
-    let file = dir.path().join("netns.tlsign");
-    sign_ok(&nginx, &pki, "/", &file);
-    let want = nginx.site().index.clone();
+    let kinds = every_kind(nginx.site());
+    let mut files = Vec::new();
+    for (i, (path, _)) in kinds.iter().enumerate() {
+        let file = dir.path().join(format!("netns-{i}.tlsign"));
+        sign_ok(&nginx, &pki, path, &file);
+        files.push(file);
+    }
     nginx.stop();
 
     // A fresh network namespace has only `lo`, and it is down: nothing at
     // all is reachable, not even 127.0.0.1.
-    let body = dir.path().join("netns.body");
-    let r = verify(&file, &pki)
-        .arg("--body")
-        .arg(&body)
-        .wrapped(["unshare", "-n"])
-        .run();
-    assert_eq!(
-        r.code,
-        Some(0),
-        "verify must need no network at all (note: in `unshare -n` even connecting to 127.0.0.1 fails \
-         with ENETUNREACH, lo is down): {}",
-        r.describe()
-    );
-    assert_bytes_eq("verified body", &std::fs::read(&body).unwrap(), &want);
+    for (i, (file, (path, want))) in files.iter().zip(&kinds).enumerate() {
+        let body = dir.path().join(format!("netns-{i}.body"));
+        let r = verify(file, &pki)
+            .arg("--body")
+            .arg(&body)
+            .wrapped(["unshare", "-n"])
+            .run();
+        assert_eq!(
+            r.code,
+            Some(0),
+            "{path}: verify must need no network at all (note: in `unshare -n` even connecting to \
+             127.0.0.1 fails with ENETUNREACH, lo is down): {}",
+            r.describe()
+        );
+        assert_bytes_eq(
+            &format!("{path}: verified body"),
+            &std::fs::read(&body).unwrap(),
+            want,
+        );
+    }
 }
 
 #[test]
