@@ -140,3 +140,34 @@ fn unexaminable_connect_fails_closed() {
         "nothing should have reached the server:\n{log}"
     );
 }
+
+/// A kernel that refuses the /proc/PID/mem write (other kernels than this
+/// one may, without ptrace): without the vDSO patch the clock would be the
+/// real one, so the run must stop with exit 4 and say why, not go on.
+#[test]
+fn refused_vdso_patch_exits_4() {
+    if !have_strace() {
+        return skip(
+            "refused_vdso_patch_exits_4",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    // The patch is the supervisor's only pwrite64.
+    let r = Cmd::tlsign()
+        .args(["run", "--", "true"])
+        .wrapped([
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=pwrite64",
+            "-e",
+            "inject=pwrite64:error=EPERM",
+        ])
+        .run();
+    r.assert_code(4);
+    r.assert_one_error_line();
+    r.assert_stderr_mentions("cannot patch the vDSO");
+}
