@@ -72,21 +72,7 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
     let prog = filter::build(Scope::Networked).map_err(|e| env_err(&e))?;
     let vdso = VdsoPatch::prepare().map_err(|e| env_err(&e))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(client::CHILD_ARG).arg(&spec.url);
-    for ca in &spec.ca_files {
-        cmd.arg("--ca-file").arg(ca);
-    }
-    cmd.env_clear()
-        .envs(target::MINIMAL_ENV.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // The root directory is the same on every machine; the caller's
-        // working directory is not.
-        .current_dir("/");
+    let mut cmd = client_command(&spec)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,56 +185,72 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
         Err(_) => return Err(Error::Environment("the supervisor thread panicked".into())),
     };
-    match stop {
+    let mut results = results;
+    results.sort_by_key(|(i, _)| *i);
+    let connections = results.into_iter().map(|(_, r)| r).collect();
+    let outcome = match stop {
         Some(Stop::Interrupted) => return Err(Error::Interrupted),
-        Some(Stop::TimedOut) => {
-            let connections = results.into_iter().map(|(_, r)| r).collect();
-            let why = format!("timed out after {} s", spec.timeout.as_secs());
-            return Ok(Report {
-                outcome: Err(why),
-                connections,
-                stats,
-                elapsed: started.elapsed(),
-            });
-        }
-        None => {}
+        Some(Stop::TimedOut) => Err(format!("timed out after {} s", spec.timeout.as_secs())),
+        None => read_outcome(stdout, stderr, &status),
+    };
+    Ok(Report {
+        outcome,
+        connections,
+        stats,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The built-in client, re-executed from our own binary, with a fixed
+/// environment and working directory.
+fn client_command(spec: &Spec) -> Result<Command, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(client::CHILD_ARG).arg(&spec.url);
+    for ca in &spec.ca_files {
+        cmd.arg("--ca-file").arg(ca);
     }
+    cmd.env_clear()
+        .envs(target::MINIMAL_ENV.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // The root directory is the same on every machine; the caller's
+        // working directory is not.
+        .current_dir("/");
+    Ok(cmd)
+}
+
+/// The outcome the client printed, or why there is none.
+fn read_outcome(
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    status: &std::io::Result<std::process::ExitStatus>,
+) -> Result<ClientOutcome, String> {
     let out = stdout
         .map(|h| h.join().unwrap_or_default())
         .unwrap_or_default();
+    if let Ok(o) = client::decode_outcome(&out) {
+        return Ok(o);
+    }
     let err = stderr
         .map(|h| h.join().unwrap_or_default())
         .unwrap_or_default();
-    let outcome = match client::decode_outcome(&out) {
-        Ok(o) => Ok(o),
-        Err(_) => {
-            let last = String::from_utf8_lossy(&err)
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            let how = match &status {
-                Ok(s) => format!("{s}"),
-                Err(e) => format!("unknown status ({e})"),
-            };
-            Err(format!(
-                "the client ended without a result ({how}){}",
-                if last.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {last}")
-                }
-            ))
-        }
+    let err = String::from_utf8_lossy(&err);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let how = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown status ({e})"),
     };
-    let mut connections: Vec<(usize, ConnectionResult)> = results;
-    connections.sort_by_key(|(i, _)| *i);
-    Ok(Report {
-        outcome,
-        connections: connections.into_iter().map(|(_, r)| r).collect(),
-        stats,
-        elapsed: started.elapsed(),
+    Err(if last.is_empty() {
+        format!("the client ended without a result ({how})")
+    } else {
+        format!("the client ended without a result ({how}): {last}")
     })
 }
 
