@@ -353,39 +353,32 @@ fn fifo_input_neither_hangs_nor_races() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 
-    let writer = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
+    // A writer that arrives 300 ms after the reader and writes `bytes`.
+    let inspect_with_late_writer = |bytes: &'static [u8]| {
+        let fifo2 = fifo.clone();
+        let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            // Opens (waiting for the reader), writes nothing, closes.
-            drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
-        })
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo2)
+                .unwrap();
+            f.write_all(bytes).unwrap();
+        });
+        let r = Cmd::tlsign()
+            .arg("inspect")
+            .arg(&fifo)
+            .timeout(Duration::from_secs(20))
+            .run();
+        writer.join().unwrap();
+        r
     };
-    let r = Cmd::tlsign()
-        .arg("inspect")
-        .arg(&fifo)
-        .timeout(Duration::from_secs(20))
-        .run();
-    writer.join().unwrap();
+    // Opens, writes nothing, closes: an empty file.
+    let r = inspect_with_late_writer(b"");
     r.assert_code(2);
     r.assert_one_error_line();
     r.assert_stderr_mentions("empty");
-
-    let writer = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-            // Not a transcript, but bytes: they must be read and judged.
-            f.write_all(b"GIF89a and more").unwrap();
-        })
-    };
-    let r = Cmd::tlsign()
-        .arg("inspect")
-        .arg(&fifo)
-        .timeout(Duration::from_secs(20))
-        .run();
-    writer.join().unwrap();
+    // Not a transcript, but bytes: they must be read and judged.
+    let r = inspect_with_late_writer(b"GIF89a and more");
     r.assert_code(2);
     r.assert_stderr_mentions("not a tlsign transcript");
 }

@@ -12,18 +12,23 @@ mod common;
 
 use common::*;
 
+/// `strace` making `syscall` fail with `errno` on the calls `when` selects
+/// (strace's syntax: "1", "1..2", omitted for every call).
+fn strace_failing(syscall: &str, errno: &str, when: Option<&str>) -> Vec<String> {
+    let mut inject = format!("inject={syscall}:error={errno}");
+    if let Some(w) = when {
+        inject.push_str(&format!(":when={w}"));
+    }
+    ["strace", "-f", "-qq", "-o", "/dev/null", "-e"]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("trace={syscall}"), "-e".into(), inject])
+        .collect()
+}
+
+/// `seccomp()` failing with EINVAL on the calls `when` selects.
 fn strace_injecting(when: &str) -> Vec<String> {
-    vec![
-        "strace".into(),
-        "-f".into(),
-        "-qq".into(),
-        "-o".into(),
-        "/dev/null".into(),
-        "-e".into(),
-        "trace=seccomp".into(),
-        "-e".into(),
-        format!("inject=seccomp:error=EINVAL:when={when}"),
-    ]
+    strace_failing("seccomp", "EINVAL", Some(when))
 }
 
 fn have_strace() -> bool {
@@ -118,17 +123,7 @@ fn unexaminable_connect_fails_closed() {
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
     let file = dir.path().join("t.tlsign");
     let r = sign(&nginx, &pki, "/", &file)
-        .wrapped([
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=pidfd_getfd",
-            "-e",
-            "inject=pidfd_getfd:error=EPERM",
-        ])
+        .wrapped(strace_failing("pidfd_getfd", "EPERM", None))
         .run();
     r.assert_code(4);
     r.assert_one_error_line();
@@ -155,17 +150,7 @@ fn refused_vdso_patch_exits_4() {
     // The patch is the supervisor's only pwrite64.
     let r = Cmd::tlsign()
         .args(["run", "--", "true"])
-        .wrapped([
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=pwrite64",
-            "-e",
-            "inject=pwrite64:error=EPERM",
-        ])
+        .wrapped(strace_failing("pwrite64", "EPERM", None))
         .run();
     r.assert_code(4);
     r.assert_one_error_line();
