@@ -152,3 +152,17 @@ fn env_is_passed() {
     r.assert_code(0);
     assert_eq!(r.stdout_str(), "hello world\n");
 }
+
+/// Threads busy in answered syscalls while the process exits under them:
+/// notifications die mid-flight, and the supervisor must drop them and pass
+/// on the program's own status, every time.
+#[test]
+fn abrupt_exit_with_notifications_in_flight() {
+    let dir = tempdir();
+    let churn = cc_build(dir.path(), "thread_churn", include_str!("c/thread_churn.c"));
+    for i in 0..15 {
+        let r = Cmd::tlsign().args(["run", "--"]).arg(&churn).run();
+        assert_eq!(r.code, Some(3), "run {i}: {}", r.describe());
+        assert!(r.stderr.is_empty(), "run {i}: {}", r.describe());
+    }
+}

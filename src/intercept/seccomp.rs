@@ -200,16 +200,29 @@ impl Supervisor<'_, '_> {
         if !sys::notif_id_valid(self.fd, n.id) {
             return Ok(());
         }
-        let caller = Caller {
-            tid,
-            tgid: self.tgid(tid).map_err(fail)?,
+        // From here on, failing /proc lookups or fd operations usually mean
+        // the caller died meanwhile: then the notification is simply gone.
+        let gone_or = |s: &Self, e: io::Error| {
+            if sys::notif_id_valid(s.fd, n.id) {
+                Err(fail(e))
+            } else {
+                Ok(())
+            }
         };
+        let tgid = match self.tgid(tid) {
+            Ok(t) => t,
+            Err(e) => return gone_or(self, e),
+        };
+        let caller = Caller { tid, tgid };
         let (answer, commit) = self
             .world
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .decide(caller, &request);
-        let accepted = self.carry_out(n, answer).map_err(fail)?;
+        let accepted = match self.carry_out(n, answer) {
+            Ok(a) => a,
+            Err(e) => return gone_or(self, e),
+        };
         if accepted {
             self.world
                 .lock()

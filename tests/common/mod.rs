@@ -58,7 +58,7 @@ pub fn cc_build(dir: &Path, name: &str, c_source: &str) -> PathBuf {
     let exe = dir.join(name);
     std::fs::write(&src, c_source).expect("write C source");
     Cmd::new("cc")
-        .args(["-O1", "-Wall", "-Werror", "-o"])
+        .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&exe)
         .arg(&src)
         .timeout(Duration::from_secs(60))
