@@ -9,8 +9,10 @@
 //! be ignored for all purposes" (RFC 8446 §5.1). A transcript's server bytes
 //! could then be edited there without the replayed client noticing. So the
 //! client requires every server record to carry the same version, one of
-//! 0x0301..=0x0303: real servers do, and no single byte can then change
-//! unseen.
+//! 0x0301..=0x0303, so no single byte can change unseen. nginx and
+//! OpenSSL's s_server keep one version (tested); a server that varies it,
+//! say 0x0301 in its first record and 0x0303 after, cannot be signed, and
+//! the error says so. Loosening the rule would reopen exactly that byte.
 
 use std::io::{self, Read, Write};
 
