@@ -61,7 +61,7 @@ pub struct Caller {
 }
 
 /// The syscalls the world answers, decoded by a backend. Pointers are target
-/// addresses, only ever handed back in [`Answer::writes`].
+/// addresses, only ever handed back in the `writes` of [`Answer::Return`].
 #[derive(Clone, Debug)]
 pub enum Request {
     Getrandom {
