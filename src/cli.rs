@@ -25,10 +25,12 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "tlsign-seccomp", version, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch an https:// URL under the supervisor and write a transcript.
@@ -45,6 +47,7 @@ pub enum Command {
     Inspect(InspectArgs),
 }
 
+/// The arguments of `sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// The https:// URL to fetch.
@@ -70,6 +73,7 @@ pub struct SignArgs {
     pub timeout: u64,
 }
 
+/// The arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The transcript to check.
@@ -86,12 +90,14 @@ pub struct VerifyArgs {
     pub timeout: u64,
 }
 
+/// The arguments of `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The transcript to show.
     pub file: PathBuf,
 }
 
+/// The arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The world's 256-bit seed as hex (shorter values are zero-extended on
@@ -149,6 +155,7 @@ pub fn parse_time(s: &str) -> Result<Timestamp, Error> {
     Ok(Timestamp::from_system_time(t))
 }
 
+/// Carries out a parsed command line; returns the exit code of a success.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(a) => {

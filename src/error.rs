@@ -23,6 +23,8 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
+/// Everything that can go wrong, sorted by blame: each kind has its exit
+/// code ([`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A bad option, URL or command line.
@@ -34,17 +36,22 @@ pub enum Error {
     /// A well-formed transcript this build cannot check (another client).
     #[error("{0}")]
     Unsupported(String),
+    /// The fetch failed: network, TLS (an untrusted certificate too), HTTP.
     #[error("signing failed: {0}")]
     SignFailed(String),
+    /// The transcript does not verify; the message says why and where.
     #[error("verification failed: {0}")]
     VerifyFailed(String),
+    /// The supervisor could not run: the kernel or system refused it.
     #[error("{0}")]
     Environment(String),
+    /// Stopped by SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,
 }
 
 impl Error {
+    /// The process exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Transcript(_) | Error::Unsupported(_) => exit::BAD_INPUT,

@@ -10,9 +10,11 @@
 //!
 //! The layers, each using only those below it:
 //! - [`sign`], [`verify`], [`run`]: one job each, the public API;
-//! - [`intercept`]: backends that catch syscalls and carry out answers;
-//! - [`relay`]: the two ends a redirected connection can reach;
-//! - [`world`]: what the deterministic world answers; knows no backend;
+//! - `intercept` (internal): backends that catch syscalls and carry out
+//!   answers;
+//! - `relay` (internal): the two ends a redirected connection can reach;
+//! - `world` (internal): what the deterministic world answers; knows no
+//!   backend;
 //! - [`transcript`]: plain data and its one codec;
 //! - [`client`]: the built-in HTTPS client, run as the supervised child.
 //!
@@ -54,13 +56,14 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod cli;
 pub mod client;
 mod error;
 pub mod inspect;
-pub mod intercept;
-pub mod relay;
+pub(crate) mod intercept;
+pub(crate) mod relay;
 pub mod run;
 mod session;
 pub mod sign;
@@ -68,6 +71,7 @@ pub mod sign;
 mod sys;
 pub mod transcript;
 pub mod verify;
-pub mod world;
+pub(crate) mod world;
 
 pub use error::{exit, Error};
+pub use intercept::seccomp::Stats;

@@ -19,11 +19,15 @@ pub const DEFAULT_TIME: Timestamp = Timestamp {
     nanos: 0,
 };
 
+/// A command and the world to run it in.
 pub struct RunOptions {
+    /// The world's seed.
     pub seed: [u8; 32],
+    /// The world's clock at the start.
     pub time: Timestamp,
     /// Extra environment variables on top of the fixed minimal environment.
     pub env: Vec<(OsString, OsString)>,
+    /// The program and its arguments.
     pub command: Vec<OsString>,
 }
 
@@ -32,9 +36,13 @@ pub struct RunOutcome {
     /// The command's exit code, or 128 + the signal that killed it, as a
     /// shell reports it.
     pub code: i32,
+    /// What supervising the command cost.
     pub stats: seccomp::Stats,
 }
 
+/// Runs the command and its children under the supervisor with
+/// deterministic randomness and clocks (the network is the host's), and
+/// waits until every process under the filter has exited.
 pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
     let (program, args) = opts
         .command

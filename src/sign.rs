@@ -11,9 +11,13 @@ use crate::transcript::{self, Timestamp, Transcript};
 use crate::world::{random::world_key, Scope, WorldConfig};
 use crate::Error;
 
+/// What to sign and how.
 pub struct SignOptions {
+    /// The https:// URL to fetch.
     pub url: String,
+    /// Where the transcript goes (written atomically).
     pub output: PathBuf,
+    /// PEM files of CA certificates trusted besides Mozilla's roots.
     pub ca_files: Vec<PathBuf>,
     /// (host, port, address) overrides, as curl's --resolve.
     pub resolve: Vec<(String, u16, IpAddr)>,
@@ -21,12 +25,17 @@ pub struct SignOptions {
     pub time: Option<Timestamp>,
     /// The seed; `None` for a fresh random one.
     pub seed: Option<[u8; 32]>,
+    /// Give up (killing the client) after this long.
     pub timeout: Duration,
 }
 
+/// A finished sign.
 pub struct Signed {
+    /// What was written to the output file.
     pub transcript: Transcript,
-    pub stats: crate::intercept::seccomp::Stats,
+    /// What supervising the client cost.
+    pub stats: crate::Stats,
+    /// Wall time of the whole sign.
     pub elapsed: Duration,
 }
 
@@ -73,6 +82,9 @@ pub fn parse_resolve(s: &str) -> Result<(String, u16, IpAddr), Error> {
     Ok((host.to_ascii_lowercase(), port, addr))
 }
 
+/// Fetches `opts.url` with the built-in client under the supervisor,
+/// records every connection and writes the transcript to `opts.output`.
+/// Nothing is written unless the fetch succeeded.
 pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
     check_url(&opts.url)?;
     check_output_dir(&opts.output)?;

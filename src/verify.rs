@@ -10,18 +10,28 @@ use crate::transcript::{self, Limits, Response, Transcript};
 use crate::world::{random::world_key, Scope, WorldConfig};
 use crate::Error;
 
+/// What to verify and with which trust anchors.
 pub struct VerifyOptions {
+    /// The transcript file.
     pub file: PathBuf,
+    /// PEM files of CA certificates trusted besides Mozilla's roots. Trust
+    /// anchors never come from the transcript.
     pub ca_files: Vec<PathBuf>,
+    /// Give up (failing the verification) after this long.
     pub timeout: Duration,
 }
 
+/// A transcript that verified.
 pub struct Verified {
+    /// The transcript; its response is what the replay produced.
     pub transcript: Transcript,
-    pub stats: crate::intercept::seccomp::Stats,
+    /// What supervising the replayed client cost.
+    pub stats: crate::Stats,
+    /// Wall time of the whole verify.
     pub elapsed: Duration,
 }
 
+/// Reads `opts.file` and replays it: see [`verify_transcript`].
 pub fn verify(opts: VerifyOptions) -> Result<Verified, Error> {
     let t = transcript::read_file(&opts.file, &Limits::default())?;
     let ca_files = crate::sign::absolute(&opts.ca_files)?;

@@ -88,14 +88,18 @@ pub const MAX_REDIRECTS: usize = 10;
 /// What the client produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClientOutcome {
+    /// The final response, after redirects.
     Fetched(Response),
+    /// Why there is none.
     Failed(ClientFailure),
 }
 
 /// Why the client produced no response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientFailure {
+    /// What kind of failure, for the exit code and for sorting blame.
     pub kind: FailureKind,
+    /// One line for people, naming the host or value at fault.
     pub message: String,
 }
 
@@ -142,6 +146,7 @@ pub enum FailureKind {
 /// What to fetch and which extra roots to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientArgs {
+    /// The https:// URL to fetch.
     pub url: String,
     /// PEM files whose certificates are trusted in addition to the
     /// compiled-in Mozilla roots.

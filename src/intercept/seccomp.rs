@@ -47,8 +47,11 @@ pub enum SuperviseError {
 /// What one supervised run cost.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// Notifications received (including withdrawn ones).
     pub notifications: u64,
+    /// The killable wait was on (Linux 5.19+).
     pub killable: bool,
+    /// Synchronous wake-ups were on (Linux 6.6+).
     pub sync_wakeup: bool,
 }
 

@@ -95,7 +95,11 @@ impl Default for Limits {
 }
 
 /// Why a byte string is not a transcript this build can read.
+///
+/// Each variant is documented by its message (`#[error]`), which names the
+/// value at fault; causes (I/O, zstd, postcard) are in `source()`.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum DecodeError {
     #[error("file is empty")]
     Empty,
@@ -190,11 +194,12 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Transcript, DecodeError> 
     Ok(transcript)
 }
 
-/// Reads and decodes a transcript file, refusing one larger than
-/// `limits.max_file` before reading it.
 /// How long `read_file` waits for a writer on a FIFO.
 const FIFO_WAIT_MS: u16 = 30_000;
 
+/// Reads and decodes a transcript file, refusing one larger than
+/// `limits.max_file` before reading it. A FIFO is read once a writer comes
+/// (waiting at most 30 s), a pipe to its end.
 pub fn read_file(path: &Path, limits: &Limits) -> Result<Transcript, DecodeError> {
     let io_error = |source| DecodeError::Io {
         path: path.to_owned(),

@@ -48,14 +48,18 @@ pub struct Transcript {
 /// The name and version of the client that ran under the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientId {
+    /// `tlsign-seccomp-client` for the built-in client.
     pub name: String,
+    /// Changes whenever what the client sends or accepts could change.
     pub version: String,
 }
 
 /// Seconds and nanoseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timestamp {
+    /// Whole seconds; negative before 1970.
     pub secs: i64,
+    /// Nanoseconds within the second, below 10^9.
     pub nanos: u32,
 }
 
@@ -64,6 +68,7 @@ pub struct Timestamp {
 pub struct Connection {
     /// The host name the client asked for (or the address literal it used).
     pub host: String,
+    /// The TCP port the client connected to.
     pub port: u16,
     /// The address the signer actually connected to (informational: the
     /// verifier never connects anywhere).
@@ -93,6 +98,7 @@ pub struct Response {
     pub final_url: String,
     /// Every URL fetched before the final one (redirects followed).
     pub redirects: Vec<String>,
+    /// The HTTP status code of the final response.
     pub status: u16,
     /// Header names as sent (case preserved), values as raw bytes.
     pub headers: Vec<(String, Vec<u8>)>,

@@ -30,7 +30,6 @@ const MAX_GETRANDOM: usize = 1 << 20;
 // free of libc.
 pub const ENOENT: i32 = 2;
 pub const EACCES: i32 = 13;
-pub const EFAULT: i32 = 14;
 pub const EINVAL: i32 = 22;
 pub const ENETUNREACH: i32 = 101;
 const O_ACCMODE: i32 = 0o3;
@@ -197,10 +196,6 @@ impl World {
             device_opens: HashMap::new(),
             connections: 0,
         }
-    }
-
-    pub fn scope(&self) -> Scope {
-        self.cfg.scope
     }
 
     /// Numbers processes and threads in order of first appearance: that
