@@ -22,6 +22,9 @@ export TLSIGN_CROSS_ROOT=${TLSIGN_CROSS_ROOT:-/var/cache/tlsign-seccomp/trixie-r
 bash scripts/cross-root.sh
 
 cargo build --all-targets
+# The public API is documented (deny(missing_docs)); its docs must build
+# without broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The benchmark's smoke mode (3 rounds): keeps benches/ from rotting. The
 # figures of a real run are in docs/benchmarks.md.
 cargo bench --bench sign -- --quick
