@@ -138,7 +138,15 @@ fn describe_difference(recorded: &Response, replayed: &Response) -> Option<Strin
             .zip(&replayed.headers)
             .position(|(a, b)| a != b)
             .unwrap_or(recorded.headers.len().min(replayed.headers.len()));
-        return Some(format!("header {i} differs"));
+        let name = |h: &[(String, Vec<u8>)]| {
+            h.get(i)
+                .map_or_else(|| "none".to_string(), |(n, _)| format!("{n:?}"))
+        };
+        return Some(format!(
+            "header {i} differs (the transcript has {}, the replay gave {})",
+            name(&recorded.headers),
+            name(&replayed.headers)
+        ));
     }
     if recorded.body != replayed.body {
         let i = recorded

@@ -329,7 +329,7 @@ fn tamper_response() {
     with("status 200 -> 201", &["response"], &|t| {
         t.response.status = 201
     });
-    with("first header value", &["response"], &|t| {
+    with("first header value", &["response", "header 0 differs"], &|t| {
         t.response.headers[0].1[0] ^= 0x01
     });
     with("last header removed", &["response"], &|t| {
