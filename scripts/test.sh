@@ -25,7 +25,8 @@ cargo build --all-targets
 # The public API is documented (deny(missing_docs)); its docs must build
 # without broken links.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-# The benchmark's smoke mode (3 rounds): keeps benches/ from rotting. The
+# The benchmarks' smoke modes (3 rounds): keep benches/ from rotting. The
 # figures of a real run are in docs/benchmarks.md.
 cargo bench --bench sign -- --quick
+cargo bench --bench notify -- --quick
 exec cargo test --no-fail-fast "$@"

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 
-use crate::transcript::{Event, Transcript};
+use crate::transcript::Transcript;
 
 /// A plain-text account of `t`, for people. Nothing in it is verified.
 pub fn describe(t: &Transcript) -> String {
@@ -21,17 +21,9 @@ pub fn describe(t: &Transcript) -> String {
     let _ = writeln!(s, "signed with: {}", t.backend);
     let _ = writeln!(s, "seed:        {}", hex(&t.seed));
     for (i, c) in t.connections.iter().enumerate() {
-        let (mut client, mut server, mut reads) = (0usize, 0usize, 0usize);
-        for e in &c.events {
-            match e {
-                Event::Client(d) => client += d.len(),
-                Event::Server(d) => {
-                    server += d.len();
-                    reads += 1;
-                }
-                Event::ClientEof | Event::ServerEof => {}
-            }
-        }
+        let client: usize = c.client_chunks().map(<[u8]>::len).sum();
+        let server: usize = c.server_chunks().map(<[u8]>::len).sum();
+        let reads = c.server_chunks().count();
         let _ = writeln!(
             s,
             "connection {i}: {}:{} (signer connected to {}): {client} bytes from the client, {server} from the server in {reads} reads",

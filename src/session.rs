@@ -254,6 +254,33 @@ fn read_outcome(
     })
 }
 
+/// Checks each CA file holds at least one PEM certificate, and makes the
+/// paths absolute: the client runs in `/`.
+pub(crate) fn check_ca_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    paths
+        .iter()
+        .map(|p| {
+            let bad = |why: String| Error::Usage(format!("--ca-file {}: {why}", p.display()));
+            // The client reads the file again by its path: a pipe, which can
+            // be read once, would not do (and a FIFO could block here).
+            if !std::fs::metadata(p)
+                .map_err(|e| bad(e.to_string()))?
+                .is_file()
+            {
+                return Err(bad("not a regular file".into()));
+            }
+            let pem = std::fs::read(p).map_err(|e| bad(e.to_string()))?;
+            let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                .filter(Result::is_ok)
+                .count();
+            if certs == 0 {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            std::path::absolute(p).map_err(|e| bad(e.to_string()))
+        })
+        .collect()
+}
+
 enum Stop {
     TimedOut,
     Interrupted,

@@ -34,7 +34,7 @@ pub struct Verified {
 /// Reads `opts.file` and replays it: see [`verify_transcript`].
 pub fn verify(opts: VerifyOptions) -> Result<Verified, Error> {
     let t = transcript::read_file(&opts.file, &Limits::default())?;
-    let ca_files = crate::sign::absolute(&opts.ca_files)?;
+    let ca_files = session::check_ca_files(&opts.ca_files)?;
     verify_transcript(t, ca_files, opts.timeout)
 }
 

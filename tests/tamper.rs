@@ -154,30 +154,6 @@ fn spread(len: usize) -> Vec<usize> {
     v
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    Client,
-    Server,
-}
-
-/// Flip one bit of the byte at `pos` of `side`'s stream on connection 0.
-fn flip_stream(t: &Transcript, side: Side, pos: usize) -> Transcript {
-    let mut t = t.clone();
-    let mut at = 0;
-    for e in &mut t.connections[0].events {
-        let data = match (e, side) {
-            (Event::Client(d), Side::Client) | (Event::Server(d), Side::Server) => d,
-            _ => continue,
-        };
-        if pos < at + data.len() {
-            data[pos - at] ^= 0x01;
-            return t;
-        }
-        at += data.len();
-    }
-    panic!("offset {pos} is past the end of the stream ({at} bytes)");
-}
-
 #[test]
 fn tamper_server_bytes() {
     let s = signed();
@@ -329,9 +305,11 @@ fn tamper_response() {
     with("status 200 -> 201", &["response"], &|t| {
         t.response.status = 201
     });
-    with("first header value", &["response", "header 0 differs"], &|t| {
-        t.response.headers[0].1[0] ^= 0x01
-    });
+    with(
+        "first header value",
+        &["response", "header 0 differs"],
+        &|t| t.response.headers[0].1[0] ^= 0x01,
+    );
     with("last header removed", &["response"], &|t| {
         t.response.headers.pop();
     });

@@ -280,13 +280,11 @@ impl Supervisor<'_, '_> {
                 if nonblock {
                     fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
                 }
-                let feeder = RandomFeeder::start(write, *stream)?;
-                let accepted =
+                feed_random_device(write, *stream)?;
+                Ok(
                     sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?
-                        .is_some();
-                drop(read);
-                feeder.detach();
-                Ok(accepted)
+                        .is_some(),
+                )
             }
             Answer::Redirect { to } => {
                 let fd = n.data.args[0] as i32;
@@ -452,34 +450,23 @@ fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Feeds one random device's stream into a pipe until the reader closes it.
-struct RandomFeeder {
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl RandomFeeder {
-    fn start(write: OwnedFd, mut stream: rand_chacha::ChaCha20Rng) -> io::Result<RandomFeeder> {
-        use rand_core::RngCore;
-        let mut pipe = std::fs::File::from(write);
-        // Fill the pipe before the reader can look, so its first reads are
-        // whole whatever the scheduler does.
-        // 64 KiB is the default pipe capacity: this write cannot block.
-        let mut block = vec![0u8; 64 * 1024];
-        stream.fill_bytes(&mut block);
-        pipe.write_all(&block)?;
-        let handle = std::thread::Builder::new()
-            .name("random-device".into())
-            .spawn(move || {
-                loop {
-                    stream.fill_bytes(&mut block);
-                    if pipe.write_all(&block).is_err() {
-                        return; // the reader closed its end
-                    }
-                }
-            })?;
-        Ok(RandomFeeder { handle })
-    }
-
-    fn detach(self) {
-        drop(self.handle);
-    }
+fn feed_random_device(write: OwnedFd, mut stream: rand_chacha::ChaCha20Rng) -> io::Result<()> {
+    use rand_core::RngCore;
+    let mut pipe = std::fs::File::from(write);
+    // Fill the pipe before the reader can look, so its first reads are
+    // whole whatever the scheduler does. 64 KiB is the default pipe
+    // capacity: this write cannot block.
+    let mut block = vec![0u8; 64 * 1024];
+    stream.fill_bytes(&mut block);
+    pipe.write_all(&block)?;
+    // The rest on a detached thread, until the reader closes its end.
+    std::thread::Builder::new()
+        .name("random-device".into())
+        .spawn(move || loop {
+            stream.fill_bytes(&mut block);
+            if pipe.write_all(&block).is_err() {
+                return;
+            }
+        })?;
+    Ok(())
 }

@@ -47,17 +47,7 @@ pub async fn replay(
     conn: usize,
     expected: &Connection,
 ) -> Result<(), Divergence> {
-    let total: u64 = expected
-        .events
-        .iter()
-        .map(|e| {
-            if let Event::Client(d) = e {
-                d.len() as u64
-            } else {
-                0
-            }
-        })
-        .sum();
+    let total: u64 = expected.client_chunks().map(|d| d.len() as u64).sum();
     let mut offset: u64 = 0;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];

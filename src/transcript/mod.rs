@@ -91,6 +91,36 @@ pub enum Event {
     ServerEof,
 }
 
+impl Event {
+    /// The bytes of a client write, or `None` for any other event.
+    pub fn client_data(&self) -> Option<&[u8]> {
+        match self {
+            Event::Client(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a server read, or `None` for any other event.
+    pub fn server_data(&self) -> Option<&[u8]> {
+        match self {
+            Event::Server(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl Connection {
+    /// The client's writes, in order.
+    pub fn client_chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.events.iter().filter_map(Event::client_data)
+    }
+
+    /// The recorder's reads from the server, in order.
+    pub fn server_chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.events.iter().filter_map(Event::server_data)
+    }
+}
+
 /// The response the client produced: the final one after redirects.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {

@@ -204,34 +204,12 @@ pub fn curl() -> Cmd {
 
 /// Everything the client sent on `conn`, in order.
 pub fn client_bytes(conn: &tlsign_seccomp::transcript::Connection) -> Vec<u8> {
-    use tlsign_seccomp::transcript::Event;
-    conn.events
-        .iter()
-        .filter_map(|e| {
-            if let Event::Client(b) = e {
-                Some(b.as_slice())
-            } else {
-                None
-            }
-        })
-        .collect::<Vec<_>>()
-        .concat()
+    conn.client_chunks().collect::<Vec<_>>().concat()
 }
 
 /// Everything the server sent on `conn`, in order.
 pub fn server_bytes(conn: &tlsign_seccomp::transcript::Connection) -> Vec<u8> {
-    use tlsign_seccomp::transcript::Event;
-    conn.events
-        .iter()
-        .filter_map(|e| {
-            if let Event::Server(b) = e {
-                Some(b.as_slice())
-            } else {
-                None
-            }
-        })
-        .collect::<Vec<_>>()
-        .concat()
+    conn.server_chunks().collect::<Vec<_>>().concat()
 }
 
 /// What the client sent before the server's first byte (its first flight:
@@ -242,15 +220,40 @@ pub fn first_client_flight(conn: &tlsign_seccomp::transcript::Connection) -> Vec
     conn.events
         .iter()
         .take_while(|e| !matches!(e, Event::Server(_)))
-        .filter_map(|e| {
-            if let Event::Client(b) = e {
-                Some(b.as_slice())
-            } else {
-                None
-            }
-        })
+        .filter_map(Event::client_data)
         .collect::<Vec<_>>()
         .concat()
+}
+
+/// One direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// `t` with one bit of the byte at `pos` of `side`'s stream on connection 0
+/// flipped.
+pub fn flip_stream(
+    t: &tlsign_seccomp::transcript::Transcript,
+    side: Side,
+    pos: usize,
+) -> tlsign_seccomp::transcript::Transcript {
+    use tlsign_seccomp::transcript::Event;
+    let mut t = t.clone();
+    let mut at = 0;
+    for e in &mut t.connections[0].events {
+        let data = match (e, side) {
+            (Event::Client(d), Side::Client) | (Event::Server(d), Side::Server) => d,
+            _ => continue,
+        };
+        if pos < at + data.len() {
+            data[pos - at] ^= 0x01;
+            return t;
+        }
+        at += data.len();
+    }
+    panic!("offset {pos} is past the end of the {side:?} stream ({at} bytes)");
 }
 
 /// The value of response header `name` (case-insensitive).
