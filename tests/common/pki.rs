@@ -154,52 +154,49 @@ impl Pki {
         let ca_key = genkey("ca.key");
         let ca_csr = csr(&ca_key, "tlsign test CA", "ca.csr");
         let ca = dir.join("ca.pem");
-        openssl(&[
-            "ca",
-            "-batch",
-            "-notext",
-            "-config",
-            p(&config),
-            "-selfsign",
-            "-keyfile",
-            p(&ca_key),
-            "-in",
-            p(&ca_csr),
-            "-out",
-            p(&ca),
-            "-extensions",
+        // `openssl ca` signing `csr` into `out` as `extensions`, valid from
+        // `start` to `end`; `issuer` is the first arguments that name the
+        // signer (`-selfsign` or `-cert CA`).
+        let sign =
+            |issuer: &[&str], csr: &Path, out: &Path, extensions: &str, start: &str, end: &str| {
+                let head = ["ca", "-batch", "-notext", "-config", p(&config)];
+                let tail = [
+                    "-keyfile",
+                    p(&ca_key),
+                    "-in",
+                    p(csr),
+                    "-out",
+                    p(out),
+                    "-extensions",
+                    extensions,
+                    "-startdate",
+                    start,
+                    "-enddate",
+                    end,
+                ];
+                openssl(&[&head[..], issuer, &tail[..]].concat());
+            };
+        sign(
+            &["-selfsign"],
+            &ca_csr,
+            &ca,
             "v3_ca",
-            "-startdate",
             "20100101000000Z",
-            "-enddate",
             "20491231235959Z",
-        ]);
+        );
 
         let key = genkey("server.key");
         let server_csr = csr(&key, "tlsign.test", "server.csr");
         for cert in [Cert::Valid, Cert::Expired, Cert::PastWindow] {
             let (start, end) = cert.dates();
-            openssl(&[
-                "ca",
-                "-batch",
-                "-notext",
-                "-config",
-                p(&config),
-                "-cert",
-                p(&ca),
-                "-keyfile",
-                p(&ca_key),
-                "-in",
-                p(&server_csr),
-                "-out",
-                p(&dir.join(cert.file())),
-                "-extensions",
+            sign(
+                &["-cert", p(&ca)],
+                &server_csr,
+                &dir.join(cert.file()),
                 "v3_leaf",
-                "-startdate",
                 start,
-                "-enddate",
                 end,
-            ]);
+            );
         }
 
         // An unrelated CA: trusting it alone must not make the server
