@@ -71,6 +71,10 @@ pub struct SignArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+    /// How the supervisor intercepts the client's syscalls: seccomp user
+    /// notification, or the ptrace baselines (see docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = crate::Backend::Seccomp)]
+    pub backend: crate::Backend,
 }
 
 /// The arguments of `verify`.
@@ -88,6 +92,10 @@ pub struct VerifyArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+    /// How the supervisor intercepts the client's syscalls: seccomp user
+    /// notification, or the ptrace baselines (see docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = crate::Backend::Seccomp)]
+    pub backend: crate::Backend,
 }
 
 /// The arguments of `inspect`.
@@ -110,6 +118,10 @@ pub struct RunArgs {
     /// Add KEY=VALUE to the command's fixed minimal environment (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// How the supervisor intercepts the client's syscalls: seccomp user
+    /// notification, or the ptrace baselines (see docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = crate::Backend::Seccomp)]
+    pub backend: crate::Backend,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -186,6 +198,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 time,
                 env,
                 command: a.command,
+                backend: a.backend,
             })?;
             Ok(out.code)
         }
@@ -199,6 +212,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 time: a.time.as_deref().map(parse_time).transpose()?,
                 seed: a.seed.as_deref().map(parse_full_seed).transpose()?,
                 timeout: timeout(a.timeout)?,
+                backend: a.backend,
                 url: a.url,
                 output: a.output,
                 ca_files: a.ca_files,
@@ -207,7 +221,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let s = crate::sign::sign(opts)?;
             let t = &s.transcript;
             eprintln!(
-                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {} notifications{}{})",
+                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {}{})",
                 t.url,
                 t.response.status,
                 t.response.body.len(),
@@ -215,9 +229,12 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 t.clock_start.to_rfc3339(),
                 out.display(),
                 s.elapsed.as_secs_f64() * 1000.0,
-                s.stats.notifications,
-                if s.stats.killable { "" } else { ", no killable wait" },
-                if s.stats.sync_wakeup { ", sync wake-up" } else { "" },
+                s.stats.summary(),
+                if s.stats.backend == crate::Backend::Seccomp && !s.stats.killable {
+                    ", no killable wait"
+                } else {
+                    ""
+                },
             );
             Ok(crate::exit::OK)
         }
@@ -231,6 +248,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 file: a.file.clone(),
                 ca_files: a.ca_files,
                 timeout: timeout(a.timeout)?,
+                backend: a.backend,
             };
             let v = crate::verify::verify(opts)?;
             let t = &v.transcript;

@@ -33,6 +33,7 @@
 //!     time: None,
 //!     seed: None,
 //!     timeout: Duration::from_secs(30),
+//!     backend: tlsign_seccomp::Backend::Seccomp,
 //! })?;
 //! println!("{} body bytes", signed.transcript.response.body.len());
 //!
@@ -40,6 +41,7 @@
 //!     file: "example.tlsign".into(),
 //!     ca_files: vec![],
 //!     timeout: Duration::from_secs(30),
+//!     backend: tlsign_seccomp::Backend::Ptrace, // any backend verifies any other's
 //! })?;
 //! assert_eq!(verified.transcript.response, signed.transcript.response);
 //! # Ok::<(), tlsign_seccomp::Error>(())
@@ -74,4 +76,4 @@ pub mod verify;
 pub(crate) mod world;
 
 pub use error::{exit, Error};
-pub use intercept::seccomp::Stats;
+pub use intercept::{Backend, Stats};

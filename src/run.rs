@@ -3,9 +3,9 @@
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::intercept::{filter, seccomp, target, vdso::VdsoPatch};
+use crate::intercept::{self, target, Backend, Stats};
 use crate::transcript::Timestamp;
 use crate::world::{random::world_key, Scope, World, WorldConfig};
 use crate::Error;
@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub env: Vec<(OsString, OsString)>,
     /// The program and its arguments.
     pub command: Vec<OsString>,
+    /// How the command's syscalls are intercepted.
+    pub backend: Backend,
 }
 
 /// What the command did, and what supervising it cost.
@@ -37,7 +39,7 @@ pub struct RunOutcome {
     /// shell reports it.
     pub code: i32,
     /// What supervising the command cost.
-    pub stats: seccomp::Stats,
+    pub stats: Stats,
 }
 
 /// Runs the command and its children under the supervisor with
@@ -53,39 +55,38 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         clock_start: opts.time,
         scope: Scope::Local,
     };
-    let world = Mutex::new(World::new(cfg));
-    let prog = filter::build(Scope::Local).map_err(|e| Error::Environment(e.to_string()))?;
-    let vdso = VdsoPatch::prepare().map_err(|e| Error::Environment(e.to_string()))?;
+    let world = Arc::new(Mutex::new(World::new(cfg)));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
         .envs(target::MINIMAL_ENV.iter().copied())
         .envs(opts.env.iter().map(|(k, v)| (k, v)));
-    let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| match e {
+    let running = intercept::start(
+        opts.backend,
+        cmd,
+        Scope::Local,
+        world,
+        Box::new(|_, _| {}),
+    )
+    .map_err(|e| match e {
         target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
-        target::SpawnError::Listener(_) | target::SpawnError::FilterRefused(_) => {
-            Error::Environment(e.to_string())
-        }
+        _ => Error::Environment(e.to_string()),
     })?;
     // Ctrl-C reaches the whole foreground group: let the command decide what
     // it means and report how it ended. (Set after the spawn: an ignored
     // signal would be inherited across exec.)
     crate::sys::ignore_interrupts();
-    let root = i32::try_from(child.id()).unwrap_or(0);
-    std::thread::scope(|s| {
-        let supervisor =
-            s.spawn(|| seccomp::serve(listener, &world, vdso.as_ref(), root, &mut |_, _| {}));
-        let status = child
-            .wait()
-            .map_err(|e| Error::Environment(format!("waiting for the command: {e}")));
-        let stats = supervisor
-            .join()
-            .map_err(|_| Error::Environment("the supervisor thread panicked".into()))?
-            .map_err(|e| Error::Environment(e.to_string()))?;
-        let status = status?;
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        Ok(RunOutcome { code, stats })
+    let finished = running
+        .done
+        .join()
+        .map_err(|_| Error::Environment("the supervisor thread panicked".into()))?
+        .map_err(|e| Error::Environment(e.to_string()))?;
+    let status = finished.status;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(RunOutcome {
+        code,
+        stats: finished.stats,
     })
 }

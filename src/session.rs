@@ -19,8 +19,7 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientOutcome};
-use crate::intercept::seccomp::{self, Stats};
-use crate::intercept::{filter, target, vdso::VdsoPatch};
+use crate::intercept::{self, target, Backend, ClientEnd, Stats};
 use crate::relay::{self, record::Recorded, replay::Divergence};
 use crate::transcript::Connection;
 use crate::world::{Destination, Scope, World, WorldConfig};
@@ -42,6 +41,7 @@ pub enum Ends {
 }
 
 pub struct Spec {
+    pub backend: Backend,
     pub url: String,
     pub ca_files: Vec<PathBuf>,
     pub world: WorldConfig,
@@ -70,9 +70,7 @@ pub struct Report {
 pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     let started = Instant::now();
     let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
-    let prog = filter::build(Scope::Networked).map_err(|e| env_err(&e))?;
-    let vdso = VdsoPatch::prepare().map_err(|e| env_err(&e))?;
-    let mut cmd = client_command(&spec)?;
+    let cmd = client_command(&spec)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,25 +88,21 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
             install(SignalKind::terminate())?,
         )
     };
-    let (mut child, listener) = target::spawn(&mut cmd, prog).map_err(|e| env_err(&e))?;
-    let pid = i32::try_from(child.id()).unwrap_or(0);
-    let stdout = child.stdout.take().map(|s| collect(s, MAX_OUTCOME));
-    let stderr = child.stderr.take().map(|s| collect(s, 64 << 10));
-
-    let world = Arc::new(Mutex::new(World::new(spec.world)));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Destination, std::os::unix::net::UnixStream)>();
-    let supervisor = {
-        let world = Arc::clone(&world);
-        std::thread::Builder::new()
-            .name("seccomp".into())
-            .spawn(move || {
-                let vdso = vdso;
-                seccomp::serve(listener, &world, vdso.as_ref(), pid, &mut move |to, s| {
-                    let _ = tx.send((to, s));
-                })
-            })
-            .map_err(|e| Error::Environment(format!("cannot start the supervisor thread: {e}")))?
-    };
+    let world = Arc::new(Mutex::new(World::new(spec.world.clone())));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Destination, ClientEnd)>();
+    let running = intercept::start(
+        spec.backend,
+        cmd,
+        Scope::Networked,
+        Arc::clone(&world),
+        Box::new(move |to, s| {
+            let _ = tx.send((to, s));
+        }),
+    )
+    .map_err(|e| env_err(&e))?;
+    let pid = running.pid;
+    let stdout = running.stdout.map(|s| collect(s, MAX_OUTCOME));
+    let stderr = running.stderr.map(|s| collect(s, 64 << 10));
 
     let ends = Arc::new(ends);
     let deadline = tokio::time::Instant::now() + spec.timeout;
@@ -166,13 +160,17 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         }
         (results, stop)
     });
-    let status = child.wait();
+    let finished = match running.done.join() {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
+        Err(_) => return Err(Error::Environment("the supervisor thread panicked".into())),
+    };
+    let status = finished.status;
     // The client killed by the signal a Ctrl-C sends the whole group: the
     // supervisor's own copy may not have been seen yet.
-    let stop = match (&stop, &status) {
-        (None, Ok(st))
-            if matches!(
-                std::os::unix::process::ExitStatusExt::signal(st),
+    let stop = match &stop {
+        None if matches!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
                 Some(libc::SIGINT | libc::SIGTERM)
             ) =>
         {
@@ -180,11 +178,7 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         }
         _ => stop,
     };
-    let stats = match supervisor.join() {
-        Ok(Ok(stats)) => stats,
-        Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
-        Err(_) => return Err(Error::Environment("the supervisor thread panicked".into())),
-    };
+    let stats = finished.stats;
     let mut results = results;
     results.sort_by_key(|(i, _)| *i);
     let connections = results.into_iter().map(|(_, r)| r).collect();
@@ -226,7 +220,7 @@ fn client_command(spec: &Spec) -> Result<Command, Error> {
 fn read_outcome(
     stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-    status: &std::io::Result<std::process::ExitStatus>,
+    status: &std::process::ExitStatus,
 ) -> Result<ClientOutcome, String> {
     let out = stdout
         .map(|h| h.join().unwrap_or_default())
@@ -243,10 +237,7 @@ fn read_outcome(
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
-    let how = match status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("unknown status ({e})"),
-    };
+    let how = status.to_string();
     Err(if last.is_empty() {
         format!("the client ended without a result ({how})")
     } else {
@@ -291,7 +282,7 @@ async fn serve_connection(
     index: usize,
     host: String,
     port: u16,
-    s: std::os::unix::net::UnixStream,
+    s: ClientEnd,
 ) -> ConnectionResult {
     let s = match relay::into_async(s) {
         Ok(s) => s,

@@ -27,6 +27,8 @@ pub struct SignOptions {
     pub seed: Option<[u8; 32]>,
     /// Give up (killing the client) after this long.
     pub timeout: Duration,
+    /// How the client's syscalls are intercepted.
+    pub backend: crate::Backend,
 }
 
 /// A finished sign.
@@ -112,6 +114,7 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         .map(|(h, p, a)| ((h.clone(), *p), *a))
         .collect();
     let spec = Spec {
+        backend: opts.backend,
         url: opts.url.clone(),
         ca_files,
         world,
@@ -155,7 +158,7 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         url: opts.url,
         seed,
         clock_start,
-        backend: "seccomp".into(),
+        backend: opts.backend.name().into(),
         connections,
         response,
     };

@@ -185,26 +185,7 @@ pub const FILTER_REFUSED: u8 = 0xff;
 /// supervisor, installs `filter` with a listener and sends the listener to
 /// the supervisor over `sock`.
 pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: 0xffffffff queries the persona without changing it.
-    let persona = unsafe { libc::personality(0xffff_ffff) };
-    if persona < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: personality takes an integer; ADDR_NO_RANDOMIZE is harmless.
-    if unsafe {
-        libc::personality(persona as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong)
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    child_common()?;
     let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
     let prog = libc::sock_fprog {
         len,
@@ -256,6 +237,118 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
     // the child must not keep it (its exec'd image would inherit it).
     unsafe { libc::close(fd) };
     r
+}
+
+/// The steps every supervised child takes between fork and exec, whatever
+/// the backend: no_new_privs (which lets an unprivileged process install a
+/// filter), death with the supervisor, and ASLR off (OpenSSL and others mix
+/// addresses into their randomness). Raw syscalls only.
+fn child_common() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: 0xffffffff queries the persona without changing it.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    if persona < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: personality takes an integer; ADDR_NO_RANDOMIZE is harmless.
+    if unsafe {
+        libc::personality(persona as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong)
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A seccomp program without a listener, for the ptrace backends.
+fn install_plain_filter(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `filter`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs in the forked child for the ptrace backends: the common steps,
+/// PTRACE_TRACEME (the exec that follows stops the child with SIGTRAP, so
+/// the tracer sees it before its first instruction), then `filter`, whose
+/// SECCOMP_RET_TRACE rules stop the child for the tracer.
+pub fn child_prepare_trace(filter: Option<&[libc::sock_filter]>) -> io::Result<()> {
+    child_common()?;
+    // SAFETY: PTRACE_TRACEME takes no pointers.
+    if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some(f) = filter {
+        install_plain_filter(f)?;
+    }
+    Ok(())
+}
+
+/// Makes `cmd` run [`child_prepare_trace`] between fork and exec.
+pub fn trace_before_exec(cmd: &mut std::process::Command, filter: Option<Vec<libc::sock_filter>>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only raw,
+    // async-signal-safe syscalls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || child_prepare_trace(filter.as_deref()));
+    }
+}
+
+/// One child state change, with the CPU time of a child that ended.
+pub struct Waited {
+    pub pid: i32,
+    /// As waitpid(2) encodes it.
+    pub status: i32,
+    /// User + system time (zero unless the child ended).
+    pub cpu: std::time::Duration,
+}
+
+/// wait4(2): waitpid plus the resource usage of a child that ended.
+pub fn wait4(pid: i32, flags: i32) -> io::Result<Waited> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `ru` are live locals the kernel fills in.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let tv = |t: libc::timeval| {
+            std::time::Duration::from_secs(t.tv_sec as u64)
+                + std::time::Duration::from_micros(t.tv_usec as u64)
+        };
+        return Ok(Waited {
+            pid: r,
+            status,
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        });
+    }
 }
 
 /// Makes `cmd` run [`child_install_filter`] between fork and exec.
@@ -346,4 +439,29 @@ pub fn ignore_interrupts() {
         // signal context.
         let _ = unsafe { signal(s, SigHandler::SigIgn) };
     }
+}
+
+/// Resumes a ptrace-stopped thread with PTRACE_SYSCALL (`to_syscall`: stop
+/// again at the next syscall entry or exit) or PTRACE_CONT, delivering
+/// signal `sig` (0 for none). Raw, because nix only passes the signals it
+/// has names for, and a real-time signal must reach the tracee too.
+pub fn ptrace_resume(tid: i32, to_syscall: bool, sig: i32) -> io::Result<()> {
+    let req = if to_syscall {
+        libc::PTRACE_SYSCALL
+    } else {
+        libc::PTRACE_CONT
+    };
+    // SAFETY: these requests take no pointers; `sig` travels as an integer.
+    if unsafe { libc::ptrace(req, tid, 0, sig as libc::c_long) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers an fd we own with the current tokio runtime's reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes the OwnedFd itself, so the descriptor stays
+    // open and names the same file until the AsyncFd is dropped, and
+    // OwnedFd::as_raw_fd always returns that one descriptor.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
 }

@@ -19,6 +19,9 @@ pub struct VerifyOptions {
     pub ca_files: Vec<PathBuf>,
     /// Give up (failing the verification) after this long.
     pub timeout: Duration,
+    /// How the client's syscalls are intercepted; any backend verifies a
+    /// transcript signed with any other.
+    pub backend: crate::Backend,
 }
 
 /// A transcript that verified.
@@ -35,7 +38,7 @@ pub struct Verified {
 pub fn verify(opts: VerifyOptions) -> Result<Verified, Error> {
     let t = transcript::read_file(&opts.file, &Limits::default())?;
     let ca_files = session::check_ca_files(&opts.ca_files)?;
-    verify_transcript(t, ca_files, opts.timeout)
+    verify_transcript(t, ca_files, opts.timeout, opts.backend)
 }
 
 /// Replays `t` with the verifier's own trust anchors.
@@ -43,6 +46,7 @@ pub fn verify_transcript(
     t: Transcript,
     ca_files: Vec<PathBuf>,
     timeout: Duration,
+    backend: crate::Backend,
 ) -> Result<Verified, Error> {
     let ours = client::client_id();
     if t.client != ours {
@@ -59,6 +63,7 @@ pub fn verify_transcript(
         scope: Scope::Networked,
     };
     let spec = Spec {
+        backend,
         url: t.url.clone(),
         ca_files,
         world,

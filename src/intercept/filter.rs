@@ -26,8 +26,40 @@ const ALWAYS: &[&str] = &[
     "openat",
 ];
 
-/// Builds the BPF program for `scope`.
-pub fn build(scope: Scope) -> Result<Vec<libc::sock_filter>, FilterError> {
+/// What the filter does with the syscalls the world answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Catch {
+    /// SECCOMP_RET_USER_NOTIF: stop for the listener (seccomp backend).
+    Notify,
+    /// SECCOMP_RET_TRACE: stop for the tracer (ptrace-seccomp backend).
+    Trace,
+}
+
+/// The BPF program for `scope` and `catch`, built once per process: a
+/// batch of signs needs it every time, and libseccomp takes a while.
+pub fn program(scope: Scope, catch: Catch) -> Result<Vec<libc::sock_filter>, FilterError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(bool, bool), Vec<libc::sock_filter>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (scope == Scope::Networked, catch == Catch::Notify);
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(p.clone());
+    }
+    let p = build(scope, catch)?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, p.clone());
+    Ok(p)
+}
+
+fn build(scope: Scope, catch: Catch) -> Result<Vec<libc::sock_filter>, FilterError> {
+    let action = match catch {
+        Catch::Notify => ScmpAction::Notify,
+        Catch::Trace => ScmpAction::Trace(0),
+    };
     let err = |what: &str, e: libseccomp::error::SeccompError| FilterError(format!("{what}: {e}"));
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| err("new context", e))?;
     let mut names: Vec<&str> = ALWAYS.to_vec();
@@ -36,20 +68,27 @@ pub fn build(scope: Scope) -> Result<Vec<libc::sock_filter>, FilterError> {
     }
     for name in names {
         let sys = ScmpSyscall::from_name(name).map_err(|e| err(name, e))?;
-        ctx.add_rule(ScmpAction::Notify, sys)
-            .map_err(|e| err(name, e))?;
+        ctx.add_rule(action, sys).map_err(|e| err(name, e))?;
+    }
+    if catch == Catch::Trace {
+        // The tracer patches the vDSO at the exec event instead.
+        return export(&ctx);
     }
     // brk(NULL) is the first syscall of every freshly exec'd glibc image,
     // dynamic or static: the moment to patch its vDSO, before libc has read
     // the clock.
     let brk = ScmpSyscall::from_name("brk").map_err(|e| err("brk", e))?;
     ctx.add_rule_conditional(
-        ScmpAction::Notify,
+        action,
         brk,
         &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0)],
     )
     .map_err(|e| err("brk", e))?;
+    export(&ctx)
+}
 
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, FilterError> {
+    let err = |what: &str, e: libseccomp::error::SeccompError| FilterError(format!("{what}: {e}"));
     let mut file = tempfile::tempfile().map_err(|e| FilterError(format!("temporary file: {e}")))?;
     ctx.export_bpf(&file).map_err(|e| err("export", e))?;
     let mut raw = Vec::new();

@@ -1,8 +1,187 @@
 //! Interception backends: they catch the syscalls the world answers and
 //! carry out its answers, and decide nothing themselves.
+//!
+//! Three backends sit behind one entry point, [`start`]:
+//! - [`Backend::Seccomp`]: a seccomp user-notification filter; the target
+//!   stops only at the syscalls the world answers and the supervisor
+//!   answers from outside (`seccomp.rs`).
+//! - [`Backend::PtraceSeccomp`]: the same filter returning
+//!   `SECCOMP_RET_TRACE`, serviced by a ptrace tracer (`ptrace.rs`).
+//! - [`Backend::Ptrace`]: the original tlsign design, `PTRACE_SYSCALL`,
+//!   stopping at every syscall entry and exit (`ptrace.rs`).
+//!
+//! Each runs the supervised program on a thread of its own and hands every
+//! redirected connection to a sink; `decode.rs` turns raw syscalls into the
+//! world's requests for all of them.
 
+pub mod decode;
 pub mod filter;
+pub mod mem;
 pub mod procfs;
+pub mod ptrace;
 pub mod seccomp;
 pub mod target;
 pub mod vdso;
+
+use std::io;
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::world::{Destination, Scope, World};
+
+/// How the supervisor catches the syscalls it answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Backend {
+    /// seccomp user notification (Linux 5.14+): the fastest.
+    #[default]
+    Seccomp,
+    /// ptrace, stopping at every syscall entry and exit: the original design.
+    Ptrace,
+    /// ptrace, stopping only where a seccomp filter says `SECCOMP_RET_TRACE`.
+    PtraceSeccomp,
+}
+
+impl Backend {
+    /// Every backend, in the order benchmarks and docs list them.
+    pub const ALL: [Backend; 3] = [Backend::Seccomp, Backend::PtraceSeccomp, Backend::Ptrace];
+
+    /// The name on the command line and in transcripts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Seccomp => "seccomp",
+            Backend::Ptrace => "ptrace",
+            Backend::PtraceSeccomp => "ptrace-seccomp",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one supervised run cost.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// The backend that ran it.
+    pub backend: Backend,
+    /// Times a target thread stopped for the supervisor: seccomp
+    /// notifications (including withdrawn ones) or ptrace stops.
+    pub interceptions: u64,
+    /// User + system CPU time of the supervised program (its first process
+    /// and the descendants it waited for).
+    pub client_cpu: Duration,
+    /// The killable wait was on (seccomp backend, Linux 5.19+).
+    pub killable: bool,
+    /// Synchronous wake-ups were on (seccomp backend, Linux 6.6+).
+    pub sync_wakeup: bool,
+}
+
+impl Stats {
+    /// "20 interceptions, sync wake-up" and the like, for summary lines.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} backend, {} interceptions", self.backend, self.interceptions);
+        if self.backend == Backend::Seccomp {
+            s.push_str(if self.sync_wakeup {
+                ", sync wake-up"
+            } else {
+                ", no sync wake-up"
+            });
+        }
+        s
+    }
+}
+
+/// The supervisor's end of a redirected connection.
+pub enum ClientEnd {
+    /// The other end of a socket pair installed in place of the target's
+    /// socket (seccomp backend).
+    Unix(std::os::unix::net::UnixStream),
+    /// A loopback connection the target's own socket was pointed at
+    /// (ptrace backends: they cannot install an fd in the target).
+    Tcp(std::net::TcpStream),
+}
+
+/// Called with each connection the world redirected and where it leads.
+pub type ConnectionSink = dyn FnMut(Destination, ClientEnd) + Send;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("seccomp listener failed: {0}")]
+    Listener(io::Error),
+    #[error("ptrace failed: {0}")]
+    Ptrace(io::Error),
+    #[error(transparent)]
+    Vdso(#[from] vdso::VdsoError),
+    #[error("{syscall} of thread {tid}: {source}")]
+    Answer {
+        syscall: &'static str,
+        tid: i32,
+        source: io::Error,
+    },
+}
+
+/// How a supervised program ended.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stats: Stats,
+}
+
+/// A supervised program, started.
+pub struct Running {
+    /// Its first process.
+    pub pid: i32,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    /// Ends when every process of the program has exited.
+    pub done: std::thread::JoinHandle<Result<Finished, SuperviseError>>,
+}
+
+/// Starts `cmd` under `backend` in the world `world`, on a supervisor
+/// thread of its own (ptrace ties a tracee to the thread that started it).
+/// Returns once the program runs, or with why it could not start.
+pub fn start(
+    backend: Backend,
+    cmd: Command,
+    scope: Scope,
+    world: Arc<Mutex<World>>,
+    sink: Box<ConnectionSink>,
+) -> Result<Running, target::SpawnError> {
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let name = format!("{backend}-supervisor");
+    let done = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match backend {
+            Backend::Seccomp => seccomp::supervise(cmd, scope, &world, sink, started_tx),
+            Backend::Ptrace | Backend::PtraceSeccomp => {
+                ptrace::supervise(backend, cmd, scope, &world, sink, started_tx)
+            }
+        })
+        .map_err(|e| target::SpawnError::Setup(format!("cannot start the supervisor thread: {e}")))?;
+    match started_rx.recv() {
+        Ok(Ok(s)) => Ok(Running {
+            pid: s.pid,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            done,
+        }),
+        Ok(Err(e)) => {
+            let _ = done.join();
+            Err(e)
+        }
+        Err(_) => Err(target::SpawnError::Setup(
+            "the supervisor thread ended before starting the program".into(),
+        )),
+    }
+}
+
+/// What a supervisor thread reports once its program runs.
+pub struct Started {
+    pub pid: i32,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+}
+
+pub type StartedTx = std::sync::mpsc::SyncSender<Result<Started, target::SpawnError>>;

@@ -8,62 +8,112 @@
 //! handed to the async runtime through the connection sink.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{getsockopt, sockopt};
-use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
-use super::procfs;
-use super::target::Listener;
-use super::vdso::{VdsoError, VdsoPatch};
+use super::decode::{self, Decoded};
+use super::target::{self, Listener};
+use super::vdso::VdsoPatch;
+use super::{
+    filter, mem, procfs, Backend, ClientEnd, ConnectionSink, Finished, Started, StartedTx,
+    Stats, SuperviseError,
+};
 use crate::sys::{self, AddFd, SeccompNotif};
-use crate::world::{Answer, Caller, Destination, Request, SockAddr, SockType, World};
+use crate::world::{Answer, Caller, Scope, World};
 
-/// Called with each connection the world redirected: the supervisor's end
-/// of the new socket and where the world says it leads.
-pub type ConnectionSink<'a> = dyn FnMut(Destination, UnixStream) + Send + 'a;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SuperviseError {
-    #[error("seccomp listener failed: {0}")]
-    Listener(io::Error),
-    #[error(transparent)]
-    Vdso(#[from] VdsoError),
-    #[error("{syscall} of thread {tid}: {source}")]
-    Answer {
-        syscall: &'static str,
-        tid: i32,
-        source: io::Error,
-    },
+/// How the supervisor thread waits for the next notification. The
+/// synchronous wake-up (Linux 6.6) runs the woken waiter on the target's
+/// CPU; which waits keep that benefit is measured by `cargo bench` (see
+/// docs/benchmarks.md). `TLSIGN_SECCOMP_WAIT=poll|recv|async` picks one,
+/// for that comparison only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Block in SECCOMP_IOCTL_NOTIF_RECV itself (the default where the
+    /// kernel has the sync wake-up; poll otherwise).
+    Recv,
+    /// poll(2) for POLLIN, then RECV.
+    Poll,
+    /// A tokio `AsyncFd` (epoll), then RECV.
+    Async,
 }
 
-/// What one supervised run cost.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    /// Notifications received (including withdrawn ones).
-    pub notifications: u64,
-    /// The killable wait was on (Linux 5.19+).
-    pub killable: bool,
-    /// Synchronous wake-ups were on (Linux 6.6+).
-    pub sync_wakeup: bool,
+impl Wait {
+    fn from_env() -> Wait {
+        match std::env::var("TLSIGN_SECCOMP_WAIT").as_deref() {
+            Ok("poll") => Wait::Poll,
+            Ok("async") => Wait::Async,
+            _ => Wait::Recv,
+        }
+    }
+}
+
+/// Spawns `cmd` under the notification filter, reports it started, and
+/// services it until every process under the filter has exited.
+pub fn supervise(
+    mut cmd: Command,
+    scope: Scope,
+    world: &Mutex<World>,
+    mut sink: Box<ConnectionSink>,
+    started: StartedTx,
+) -> Result<Finished, SuperviseError> {
+    let prepared = filter::program(scope, filter::Catch::Notify)
+        .map_err(|e| target::SpawnError::Setup(e.to_string()))
+        .and_then(|prog| {
+            let vdso = VdsoPatch::shared()
+                .map_err(|e| target::SpawnError::Setup(e.to_string()))?;
+            Ok((prog, vdso))
+        });
+    let (prog, vdso) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return Err(SuperviseError::Listener(io::Error::other("not started")));
+        }
+    };
+    let (mut child, listener) = match target::spawn(&mut cmd, prog) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return Err(SuperviseError::Listener(io::Error::other("not started")));
+        }
+    };
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let _ = started.send(Ok(Started {
+        pid,
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+    }));
+    let served = serve(listener, world, vdso, pid, &mut *sink);
+    // Reap the first process whatever happened: serve kills it on failure.
+    let waited = sys::wait4(pid, 0);
+    drop(child);
+    let mut stats = served?;
+    let waited = waited.map_err(SuperviseError::Listener)?;
+    stats.client_cpu = waited.cpu;
+    Ok(Finished {
+        status: std::process::ExitStatus::from_raw(waited.status),
+        stats,
+    })
 }
 
 /// Services `listener` until every process under the filter has exited.
 /// On a fatal error the whole program is killed (`root` is its first pid),
 /// so no target is left waiting for an answer that never comes.
-pub fn serve(
+fn serve(
     listener: Listener,
     world: &Mutex<World>,
     vdso: Option<&VdsoPatch>,
     root: i32,
-    sink: &mut ConnectionSink<'_>,
+    sink: &mut ConnectionSink,
 ) -> Result<Stats, SuperviseError> {
     let mut s = Supervisor {
         fd: listener.fd.as_fd(),
@@ -73,71 +123,136 @@ pub fn serve(
         sink,
     };
     let mut stats = Stats {
+        backend: Backend::Seccomp,
         killable: listener.killable,
         sync_wakeup: listener.sync_wakeup,
         ..Stats::default()
     };
-    let r = s.run(&mut stats);
+    let r = match Wait::from_env() {
+        Wait::Async => s.run_async(&mut stats),
+        // Before Linux 6.6 (no sync wake-up) RECV slept on a semaphore that
+        // the last process leaving never signals: only poll sees the end.
+        Wait::Recv if !listener.sync_wakeup => s.run(Wait::Poll, &mut stats),
+        wait => s.run(wait, &mut stats),
+    };
     if r.is_err() {
         let _ = nix::sys::signal::kill(Pid::from_raw(root), nix::sys::signal::Signal::SIGKILL);
     }
     r.map(|()| stats)
 }
 
-struct Supervisor<'a, 'b> {
+struct Supervisor<'a> {
     fd: BorrowedFd<'a>,
     world: &'a Mutex<World>,
     vdso: Option<&'a VdsoPatch>,
     tgids: HashMap<i32, i32>,
-    sink: &'a mut ConnectionSink<'b>,
+    sink: &'a mut ConnectionSink,
 }
 
-impl Supervisor<'_, '_> {
-    fn run(&mut self, stats: &mut Stats) -> Result<(), SuperviseError> {
+/// What the listener has for us.
+enum Ready {
+    Notification,
+    /// POLLHUP without POLLIN: the last process under the filter is gone.
+    Gone,
+    Spurious,
+}
+
+impl Supervisor<'_> {
+    fn run(&mut self, wait: Wait, stats: &mut Stats) -> Result<(), SuperviseError> {
         loop {
-            // POLLHUP without POLLIN: the last process under the filter is gone.
-            let mut fds = [PollFd::new(self.fd, PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(SuperviseError::Listener(e.into())),
+            if wait == Wait::Poll {
+                match self.ready(PollTimeout::NONE)? {
+                    Ready::Notification => {}
+                    Ready::Gone => return Ok(()),
+                    Ready::Spurious => continue,
+                }
             }
-            let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-            if !revents.contains(PollFlags::POLLIN) {
-                if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
-                {
+            if !self.receive(stats)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The same loop with the wait on a tokio runtime (epoll), as a
+    /// supervisor sharing one runtime with its relays would do it.
+    fn run_async(&mut self, stats: &mut Stats) -> Result<(), SuperviseError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(SuperviseError::Listener)?;
+        let fd = self.fd.try_clone_to_owned().map_err(SuperviseError::Listener)?;
+        rt.block_on(async {
+            let afd = sys::async_fd(fd)
+                .map_err(SuperviseError::Listener)?;
+            loop {
+                let mut guard = afd.readable().await.map_err(SuperviseError::Listener)?;
+                guard.clear_ready();
+                match self.ready(PollTimeout::ZERO)? {
+                    Ready::Notification => {}
+                    Ready::Gone => return Ok(()),
+                    Ready::Spurious => continue,
+                }
+                if !self.receive(stats)? {
                     return Ok(());
                 }
-                continue;
             }
-            let req = match sys::notif_recv(self.fd) {
-                Ok(r) => r,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {
-                    continue
-                }
-                Err(e) => return Err(SuperviseError::Listener(e)),
-            };
-            stats.notifications += 1;
-            self.handle(&req)?;
+        })
+    }
+
+    fn ready(&self, timeout: PollTimeout) -> Result<Ready, SuperviseError> {
+        let mut fds = [PollFd::new(self.fd, PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(Ready::Spurious),
+            Err(e) => return Err(SuperviseError::Listener(e.into())),
         }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLIN) {
+            Ok(Ready::Notification)
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            Ok(Ready::Gone)
+        } else {
+            Ok(Ready::Spurious)
+        }
+    }
+
+    /// Receives and handles one notification; false once nobody is left.
+    /// RECV blocks until a notification comes or (Linux 6.6+) the last
+    /// process under the filter is gone, when it fails with ENOENT, as it
+    /// does for a notification withdrawn before we read it: poll tells
+    /// the two apart.
+    fn receive(&mut self, stats: &mut Stats) -> Result<bool, SuperviseError> {
+        let req = match sys::notif_recv(self.fd) {
+            Ok(r) => r,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {
+                return Ok(!matches!(self.ready(PollTimeout::ZERO)?, Ready::Gone));
+            }
+            Err(e) => return Err(SuperviseError::Listener(e)),
+        };
+        stats.interceptions += 1;
+        self.handle(&req)?;
+        Ok(true)
     }
 
     fn handle(&mut self, n: &SeccompNotif) -> Result<(), SuperviseError> {
         let tid = n.pid as i32;
         let a = n.data.args;
         let nr = i64::from(n.data.nr);
-        let name = syscall_name(nr);
+        let name = decode::syscall_name(nr);
         let fail = |source| SuperviseError::Answer {
             syscall: name,
             tid,
             source,
         };
-        let request = match nr {
-            libc::SYS_brk => {
+        let fd = self.fd;
+        let tgids = &mut self.tgids;
+        let request = match decode::decode(nr, a, tid, || cached_tgid(tgids, tid)) {
+            Decoded::Request(r) => r,
+            Decoded::NewImage => {
                 if let Some(v) = self.vdso {
                     // A target that died meanwhile has nothing left to patch.
                     if let Err(e) = v.apply(tid) {
-                        if !sys::notif_id_valid(self.fd, n.id) {
+                        if !sys::notif_id_valid(fd, n.id) {
                             return Ok(());
                         }
                         return Err(e.into());
@@ -145,57 +260,18 @@ impl Supervisor<'_, '_> {
                 }
                 return self.send_continue(n).map_err(fail);
             }
-            libc::SYS_getrandom => Request::Getrandom {
-                buf: a[0],
-                len: a[1],
-                flags: a[2] as u32,
-            },
-            libc::SYS_clock_gettime => Request::ClockGettime {
-                clock: a[0] as i32,
-                ts: a[1],
-            },
-            libc::SYS_clock_getres => Request::ClockGetres {
-                clock: a[0] as i32,
-                res: a[1],
-            },
-            libc::SYS_gettimeofday => Request::Gettimeofday { tv: a[0], tz: a[1] },
-            libc::SYS_time => Request::Time { tloc: a[0] },
-            libc::SYS_open | libc::SYS_openat => {
-                let (path_ptr, flags) = if nr == libc::SYS_open {
-                    (a[0], a[1])
-                } else {
-                    (a[1], a[2])
-                };
-                match read_cstring(tid, path_ptr) {
-                    // Relative paths never name the files the world serves.
-                    Ok(p) if p.first() == Some(&b'/') => Request::Open {
-                        path: p,
-                        flags: flags as i32,
-                    },
-                    _ => return self.send_continue(n).map_err(fail),
-                }
+            Decoded::Continue => return self.send_continue(n).map_err(fail),
+            Decoded::Errno(e) => {
+                return sys::notif_send(fd, n.id, 0, -e, 0).map(drop).map_err(fail)
             }
-            libc::SYS_connect => match self.decode_connect(tid, a) {
-                Decoded::Request(r) => r,
-                Decoded::KernelWillFail => return self.send_continue(n).map_err(fail),
-                Decoded::Errno(e) => {
-                    return sys::notif_send(self.fd, n.id, 0, -e, 0)
-                        .map(drop)
-                        .map_err(fail)
+            // Fail closed: letting an unexamined connect through could
+            // reach the network during a verify.
+            Decoded::Unknown(source) => {
+                if !sys::notif_id_valid(fd, n.id) {
+                    return Ok(());
                 }
-                // Fail closed: letting an unexamined connect through could
-                // reach the network during a verify.
-                Decoded::Unknown(source) => {
-                    if !sys::notif_id_valid(self.fd, n.id) {
-                        return Ok(());
-                    }
-                    return Err(fail(io::Error::new(
-                        source.kind(),
-                        format!("cannot examine the socket being connected: {source}"),
-                    )));
-                }
-            },
-            _ => return self.send_continue(n).map_err(fail),
+                return Err(fail(source));
+            }
         };
         // Everything read from the target above belongs to notification
         // `n.id` only if it is still pending: otherwise the thread may have
@@ -236,12 +312,7 @@ impl Supervisor<'_, '_> {
     }
 
     fn tgid(&mut self, tid: i32) -> io::Result<i32> {
-        if let Some(t) = self.tgids.get(&tid) {
-            return Ok(*t);
-        }
-        let t = procfs::tgid_of(tid)?;
-        self.tgids.insert(tid, t);
-        Ok(t)
+        cached_tgid(&mut self.tgids, tid)
     }
 
     fn send_continue(&self, n: &SeccompNotif) -> io::Result<()> {
@@ -258,7 +329,7 @@ impl Supervisor<'_, '_> {
             Answer::Errno(e) => sys::notif_send(self.fd, n.id, 0, -e, 0),
             Answer::Return { writes, ret } => {
                 for (addr, data) in &writes {
-                    if write_mem(tid, *addr, data).is_err() {
+                    if mem::write_mem(tid, *addr, data).is_err() {
                         return sys::notif_send(self.fd, n.id, 0, -libc::EFAULT, 0).map(|_| false);
                     }
                 }
@@ -304,140 +375,25 @@ impl Supervisor<'_, '_> {
                 if !sys::notif_send(self.fd, n.id, 0, 0, 0)? {
                     return Ok(false);
                 }
-                (self.sink)(to, ours);
+                (self.sink)(to, ClientEnd::Unix(ours));
                 Ok(true)
             }
         }
     }
-
-    fn decode_connect(&mut self, tid: i32, a: [u64; 6]) -> Decoded {
-        // Like the kernel: an address too short for its family, or unreadable,
-        // fails the call; the world only sees well-formed requests.
-        let Ok(len) = usize::try_from(a[2]) else {
-            return Decoded::Errno(libc::EINVAL);
-        };
-        let mut raw = vec![0u8; len.min(128)];
-        if raw.len() < 2 {
-            return Decoded::Errno(libc::EINVAL);
-        }
-        if read_mem(tid, a[1], &mut raw).is_err() {
-            return Decoded::Errno(libc::EFAULT);
-        }
-        let family = i32::from(u16::from_ne_bytes([raw[0], raw[1]]));
-        let addr = match family {
-            libc::AF_INET if raw.len() >= 8 => {
-                let port = u16::from_be_bytes([raw[2], raw[3]]);
-                let ip = std::net::Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
-                SockAddr::Inet((ip, port).into())
-            }
-            libc::AF_INET6 if raw.len() >= 24 => {
-                let port = u16::from_be_bytes([raw[2], raw[3]]);
-                let mut octets = [0u8; 16];
-                octets.copy_from_slice(&raw[8..24]);
-                SockAddr::Inet((std::net::Ipv6Addr::from(octets), port).into())
-            }
-            libc::AF_INET | libc::AF_INET6 => return Decoded::Errno(libc::EINVAL),
-            libc::AF_UNIX => SockAddr::Unix,
-            other => SockAddr::Other(other),
-        };
-        let sock_type = match addr {
-            SockAddr::Inet(_) => match self.socket_type(tid, a[0] as i32) {
-                Ok(t) => t,
-                // Not a socket, or no such fd: the kernel fails the call.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSOCK) | Some(libc::EBADF)) => {
-                    return Decoded::KernelWillFail
-                }
-                Err(e) => return Decoded::Unknown(e),
-            },
-            _ => SockType::Other,
-        };
-        Decoded::Request(Request::Connect { addr, sock_type })
-    }
-
-    /// SO_TYPE of the target's fd, through a duplicate (pidfd_getfd).
-    fn socket_type(&mut self, tid: i32, fd: i32) -> io::Result<SockType> {
-        let pidfd = sys::pidfd_open(self.tgid(tid)?)?;
-        let dup: OwnedFd = sys::pidfd_getfd(pidfd.as_fd(), fd)?;
-        Ok(match getsockopt(&dup, sockopt::SockType)? {
-            nix::sys::socket::SockType::Stream => SockType::Stream,
-            nix::sys::socket::SockType::Datagram => SockType::Datagram,
-            _ => SockType::Other,
-        })
-    }
 }
 
-/// What a `connect` notification turned out to be.
-enum Decoded {
-    Request(Request),
-    /// The kernel itself will fail the call (not a socket): let it.
-    KernelWillFail,
-    /// Answer with this errno, as the kernel would for a bad argument.
-    Errno(i32),
-    /// The supervisor could not tell what is being connected.
-    Unknown(io::Error),
-}
-
-fn syscall_name(nr: i64) -> &'static str {
-    match nr {
-        libc::SYS_brk => "brk",
-        libc::SYS_getrandom => "getrandom",
-        libc::SYS_clock_gettime => "clock_gettime",
-        libc::SYS_clock_getres => "clock_getres",
-        libc::SYS_gettimeofday => "gettimeofday",
-        libc::SYS_time => "time",
-        libc::SYS_open => "open",
-        libc::SYS_openat => "openat",
-        libc::SYS_connect => "connect",
-        _ => "syscall",
+/// Thread ids of a run map to process ids for good (a tid is not reused
+/// while the run holds its process's threads).
+pub(super) fn cached_tgid(cache: &mut HashMap<i32, i32>, tid: i32) -> io::Result<i32> {
+    if let Some(t) = cache.get(&tid) {
+        return Ok(*t);
     }
+    let t = procfs::tgid_of(tid)?;
+    cache.insert(tid, t);
+    Ok(t)
 }
 
-fn read_mem(tid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-    let len = buf.len();
-    let remote = [RemoteIoVec {
-        base: addr as usize,
-        len,
-    }];
-    let n = process_vm_readv(Pid::from_raw(tid), &mut [IoSliceMut::new(buf)], &remote)?;
-    if n != len {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    Ok(())
-}
-
-fn write_mem(tid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
-    let remote = [RemoteIoVec {
-        base: addr as usize,
-        len: data.len(),
-    }];
-    let n = process_vm_writev(Pid::from_raw(tid), &[IoSlice::new(data)], &remote)?;
-    if n != data.len() {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    Ok(())
-}
-
-/// Reads a NUL-terminated string of at most PATH_MAX bytes, one page at a
-/// time so a string ending just before an unmapped page still reads.
-fn read_cstring(tid: i32, addr: u64) -> io::Result<Vec<u8>> {
-    const PAGE: u64 = 4096;
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < libc::PATH_MAX as usize {
-        let chunk = (PAGE - at % PAGE) as usize;
-        let mut buf = vec![0u8; chunk];
-        read_mem(tid, at, &mut buf)?;
-        if let Some(end) = buf.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf);
-        at += chunk as u64;
-    }
-    Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
-}
-
-fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
+pub(super) fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
     use std::io::Seek;
     let fd = nix::sys::memfd::memfd_create(
         c"tlsign-world",
@@ -450,7 +406,7 @@ fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Feeds one random device's stream into a pipe until the reader closes it.
-fn feed_random_device(write: OwnedFd, mut stream: rand_chacha::ChaCha20Rng) -> io::Result<()> {
+pub(super) fn feed_random_device(write: OwnedFd, mut stream: rand_chacha::ChaCha20Rng) -> io::Result<()> {
     use rand_core::RngCore;
     let mut pipe = std::fs::File::from(write);
     // Fill the pipe before the reader can look, so its first reads are

@@ -40,6 +40,9 @@ pub enum SpawnError {
     Spawn { program: String, source: io::Error },
     #[error("cannot set up the seccomp listener: {0}")]
     Listener(io::Error),
+    /// The supervisor could not prepare (filter, vDSO patch, thread).
+    #[error("{0}")]
+    Setup(String),
     #[error("the kernel refused the seccomp user-notification filter ({0}); tlsign-seccomp needs Linux 5.14 or newer with seccomp enabled, and no outer filter that blocks seccomp()")]
     FilterRefused(io::Error),
 }

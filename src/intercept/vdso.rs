@@ -88,6 +88,17 @@ impl VdsoPatch {
         Ok(Some(VdsoPatch { image, patches }))
     }
 
+    /// [`VdsoPatch::prepare`], once per process: every supervised program
+    /// on this kernel needs the same patch.
+    pub fn shared() -> Result<Option<&'static VdsoPatch>, VdsoError> {
+        static SHARED: std::sync::OnceLock<Option<VdsoPatch>> = std::sync::OnceLock::new();
+        if let Some(p) = SHARED.get() {
+            return Ok(p.as_ref());
+        }
+        let p = VdsoPatch::prepare()?;
+        Ok(SHARED.get_or_init(|| p).as_ref())
+    }
+
     /// Patches the vDSO of thread `tid`'s process. Idempotent.
     pub fn apply(&self, tid: i32) -> Result<(), VdsoError> {
         let write = |source| VdsoError::Write { pid: tid, source };

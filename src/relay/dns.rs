@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
+use super::Client;
 use crate::world::World;
 
 /// Answers queries on one connection until the client closes it.
-pub async fn serve(mut s: UnixStream, world: Arc<Mutex<World>>) {
+pub async fn serve(mut s: Client, world: Arc<Mutex<World>>) {
     let mut len = [0u8; 2];
     while s.read_exact(&mut len).await.is_ok() {
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use super::Client;
 
 use crate::transcript::{Connection, Event};
 
@@ -22,7 +24,7 @@ pub struct Recorded {
 /// Connects to the first of `addrs` that answers and relays until both
 /// sides have finished sending.
 pub async fn record(
-    client: UnixStream,
+    client: Client,
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
@@ -65,11 +67,11 @@ pub async fn record(
 }
 
 async fn relay(
-    mut client: UnixStream,
+    client: Client,
     mut server: TcpStream,
     events: &mut Vec<Event>,
 ) -> Result<(), String> {
-    let (mut cr, mut cw) = client.split();
+    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.split();
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut sbuf = vec![0u8; 64 * 1024];

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+
+use super::Client;
 
 use crate::transcript::{Connection, Event};
 
@@ -43,7 +44,7 @@ pub enum Divergence {
 pub const STALL: Duration = Duration::from_secs(10);
 
 pub async fn replay(
-    mut client: UnixStream,
+    mut client: Client,
     conn: usize,
     expected: &Connection,
 ) -> Result<(), Divergence> {
@@ -125,12 +126,17 @@ mod tests {
         }
     }
 
-    async fn client_sends(chunks: &[&[u8]]) -> (Result<(), Divergence>, Vec<u8>) {
+    fn pair() -> (super::super::Client, super::super::Client) {
+        use crate::intercept::ClientEnd;
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (a, mut b) = (
-            super::super::into_async(a).unwrap(),
-            super::super::into_async(b).unwrap(),
-        );
+        (
+            super::super::into_async(ClientEnd::Unix(a)).unwrap(),
+            super::super::into_async(ClientEnd::Unix(b)).unwrap(),
+        )
+    }
+
+    async fn client_sends(chunks: &[&[u8]]) -> (Result<(), Divergence>, Vec<u8>) {
+        let (a, mut b) = pair();
         let rec = recording();
         let replayer = tokio::spawn(async move { replay(a, 0, &rec).await });
         for c in chunks {
@@ -160,11 +166,7 @@ mod tests {
     /// the client only sends once it has them: both would wait forever.
     #[tokio::test(start_paused = true)]
     async fn a_deadlocked_replay_is_reported_not_waited_out() {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (a, mut b) = (
-            super::super::into_async(a).unwrap(),
-            super::super::into_async(b).unwrap(),
-        );
+        let (a, mut b) = pair();
         let rec = recording();
         let replayer = tokio::spawn(async move { replay(a, 3, &rec).await });
         // The client waits for a server byte first, as a TLS client reading
