@@ -27,6 +27,5 @@ cargo build --all-targets
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The benchmarks' smoke modes (3 rounds): keep benches/ from rotting. The
 # figures of a real run are in docs/benchmarks.md.
-cargo bench --bench sign -- --quick
-cargo bench --bench notify -- --quick
+cargo bench --bench backends -- --quick
 exec cargo test --no-fail-fast "$@"

@@ -145,10 +145,12 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         // upstream side of a recorder may still linger: bound the wait.
         let mut results = Vec::new();
         if stop.is_some() {
-            // Nothing recorded will be used: do not wait for servers.
+            // Nothing recorded will be used, and why the run stopped is the
+            // story to tell: do not wait for servers.
             for (_, t) in &tasks {
                 t.abort();
             }
+            tasks.clear();
         }
         for (index, t) in tasks {
             let r = match tokio::time::timeout_at(deadline + Duration::from_secs(5), t).await {

@@ -573,6 +573,21 @@ impl Tracer<'_> {
                 [regs.rdi, regs.rsi, regs.rdx] = args;
                 self.set_regs(tid, &regs)?;
                 let ok = ret >= 0 || ret == -i64::from(libc::EINPROGRESS);
+                let interrupted = ret == -i64::from(libc::EINTR) || (-516..=-512).contains(&ret);
+                if !ok && !interrupted && matches!(then, Then::Accept { .. }) {
+                    // Our own listener refused: no network namespace lets a
+                    // connect to loopback fail for a client's reasons, and
+                    // passing the error on would look like an unreachable
+                    // server (and fail a good transcript's verify).
+                    return Err(SuperviseError::Answer {
+                        syscall: "connect",
+                        tid,
+                        source: io::Error::other(format!(
+                            "the connection redirected to the supervisor's loopback listener failed ({}); the ptrace backends need a working loopback interface (the seccomp backend does not)",
+                            io::Error::from_raw_os_error(-ret as i32)
+                        )),
+                    });
+                }
                 if ok {
                     let commit = match then {
                         Then::Commit(c) => c,
