@@ -55,7 +55,11 @@ fn settings() -> Settings {
             .position(|a| a == name)
             .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).expect(name))
     };
-    let (rounds, micro_rounds, micro_n) = if quick { (3, 3, 1_000) } else { (60, 11, 10_000) };
+    let (rounds, micro_rounds, micro_n) = if quick {
+        (3, 3, 1_000)
+    } else {
+        (60, 11, 10_000)
+    };
     Settings {
         quick,
         rounds: value("--rounds").map_or(rounds, |n: u64| n as usize),
@@ -93,7 +97,7 @@ fn main() {
         Err(_) => common::tempdir(),
     };
 
-    let e2e = end_to_end(&s, &nginx.ip_url("/"), &pki.ca, out_dir.path());
+    let (e2e, breakdown) = end_to_end(&s, &nginx.ip_url("/"), &pki.ca, out_dir.path());
     let micro = micro(&s, dir.path());
     drop(nginx);
 
@@ -105,7 +109,8 @@ fn main() {
         },
         rounds: s.rounds,
         micro_rounds: s.micro_rounds,
-        page: "nginx 1.22 on 127.0.0.1, TLS 1.3, a 133-byte HTML page, fetched by IP literal".into(),
+        page: "nginx 1.22 on 127.0.0.1, TLS 1.3, a 133-byte HTML page, fetched by IP literal"
+            .into(),
         e2e,
         micro,
     };
@@ -116,20 +121,29 @@ fn main() {
         "target/bench-results/backends.json"
     });
     report::write_json(&results, &json).expect("write the JSON results");
-    let block = report::markdown(&results, "img/latency.svg");
+    let block = format!(
+        "{}\nWhat one sign stopped for under the seccomp backend (clock ids in parentheses: 0 realtime, 1 monotonic): {breakdown}.\n",
+        report::markdown(&results, "img/latency.svg")
+    );
     println!("{block}");
     if !s.quick {
         let svg = root.join("docs/img/latency.svg");
         std::fs::create_dir_all(svg.parent().expect("docs/img")).expect("create docs/img");
         std::fs::write(&svg, report::svg(&results)).expect("write the plot");
-        report::update_doc(&root.join("docs/benchmarks.md"), &block).expect("update docs/benchmarks.md");
-        println!("wrote {}, {} and docs/benchmarks.md", json.display(), svg.display());
+        report::update_doc(&root.join("docs/benchmarks.md"), &block)
+            .expect("update docs/benchmarks.md");
+        println!(
+            "wrote {}, {} and docs/benchmarks.md",
+            json.display(),
+            svg.display()
+        );
     } else {
         println!("wrote {} (quick run: docs untouched)", json.display());
     }
 }
 
-fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> Vec<report::Variant> {
+/// The rows, and what one seccomp sign stopped for, by syscall.
+fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Variant>, String) {
     let exe = std::env::current_exe().expect("our own path");
     let bare = |_: ()| {
         let children = cpu_ms(UsageWho::RUSAGE_CHILDREN);
@@ -164,7 +178,13 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> Vec<report::Var
         .unwrap_or_else(|e| panic!("sign --backend {b}: {e}"));
         let wall = ms(start.elapsed());
         let supervisor = cpu_ms(UsageWho::RUSAGE_SELF) - own;
-        (wall, supervisor, ms(signed.stats.client_cpu), signed.stats.interceptions as f64)
+        (
+            wall,
+            supervisor,
+            ms(signed.stats.client_cpu),
+            signed.stats.interceptions as f64,
+            signed.stats.by_syscall,
+        )
     };
     let verify_once = |b: Backend| {
         let start = Instant::now();
@@ -197,13 +217,21 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> Vec<report::Var
             verify_once(b);
         }
     }
+    let mut breakdown = String::new();
     let started = Instant::now();
     for _ in 0..s.rounds {
         let (wall, cpu) = bare(());
         rows[0].sign_ms.push(wall);
         rows[0].client_cpu_ms.push(cpu);
         for (i, b) in Backend::ALL.into_iter().enumerate() {
-            let (wall, sup, client, n) = sign_once(b);
+            let (wall, sup, client, n, by_syscall) = sign_once(b);
+            if b == Backend::Seccomp {
+                breakdown = by_syscall
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
             let r = &mut rows[i + 1];
             r.sign_ms.push(wall);
             r.supervisor_cpu_ms.push(sup);
@@ -217,17 +245,28 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> Vec<report::Var
         s.rounds,
         started.elapsed().as_secs_f64()
     );
-    rows
+    (rows, breakdown)
 }
 
+/// A micro-benchmark variant: its name, and (backend, supervisor wait) or
+/// None for the bare program.
+type MicroVariant = (String, Option<(Backend, Option<&'static str>)>);
+
 fn micro(s: &Settings, dir: &Path) -> Vec<report::MicroRow> {
-    let prog = common::cc_build(dir, "syscall_loop", include_str!("../tests/c/syscall_loop.c"));
+    let prog = common::cc_build(
+        dir,
+        "syscall_loop",
+        include_str!("../tests/c/syscall_loop.c"),
+    );
     let bin = common::bin();
     // (name, backend, supervisor wait); None: bare.
-    let variants: Vec<(String, Option<(Backend, Option<&str>)>)> = vec![
+    let variants: Vec<MicroVariant> = vec![
         ("bare".into(), None),
         ("seccomp".into(), Some((Backend::Seccomp, None))),
-        ("ptrace-seccomp".into(), Some((Backend::PtraceSeccomp, None))),
+        (
+            "ptrace-seccomp".into(),
+            Some((Backend::PtraceSeccomp, None)),
+        ),
         ("ptrace".into(), Some((Backend::Ptrace, None))),
         (
             "seccomp, waiting in poll() then RECV".into(),
@@ -238,7 +277,7 @@ fn micro(s: &Settings, dir: &Path) -> Vec<report::MicroRow> {
             Some((Backend::Seccomp, Some("async"))),
         ),
     ];
-    let command = |v: &Option<(Backend, Option<&str>)>, n: u64| -> Command {
+    let command = |v: &Option<(Backend, Option<&'static str>)>, n: u64| -> Command {
         match v {
             None => {
                 let mut c = Command::new(&prog);

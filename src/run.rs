@@ -61,17 +61,11 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         .env_clear()
         .envs(target::MINIMAL_ENV.iter().copied())
         .envs(opts.env.iter().map(|(k, v)| (k, v)));
-    let running = intercept::start(
-        opts.backend,
-        cmd,
-        Scope::Local,
-        world,
-        Box::new(|_, _| {}),
-    )
-    .map_err(|e| match e {
-        target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
-        _ => Error::Environment(e.to_string()),
-    })?;
+    let running = intercept::start(opts.backend, cmd, Scope::Local, world, Box::new(|_, _| {}))
+        .map_err(|e| match e {
+            target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
+            _ => Error::Environment(e.to_string()),
+        })?;
     // Ctrl-C reaches the whole foreground group: let the command decide what
     // it means and report how it ended. (Set after the spawn: an ignored
     // signal would be inherited across exec.)

@@ -172,9 +172,9 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
     // supervisor's own copy may not have been seen yet.
     let stop = match &stop {
         None if matches!(
-                std::os::unix::process::ExitStatusExt::signal(&status),
-                Some(libc::SIGINT | libc::SIGTERM)
-            ) =>
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGINT | libc::SIGTERM)
+        ) =>
         {
             Some(Stop::Interrupted)
         }

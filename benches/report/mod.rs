@@ -765,6 +765,8 @@ fn utc_date(secs: u64) -> String {
 }
 
 #[cfg(test)]
+// Run by tests/bench_report.rs: a `harness = false` bench never runs them.
+#[allow(dead_code)]
 mod tests {
     use super::*;
 

@@ -73,6 +73,10 @@ pub struct Stats {
     /// User + system CPU time of the supervised program (its first process
     /// and the descendants it waited for).
     pub client_cpu: Duration,
+    /// Stops by syscall ("clock_gettime(1)" names the clock id), counting
+    /// only the syscalls the filter selects: under `ptrace` the other stops
+    /// are in `interceptions` alone.
+    pub by_syscall: std::collections::BTreeMap<String, u64>,
     /// The killable wait was on (seccomp backend, Linux 5.19+).
     pub killable: bool,
     /// Synchronous wake-ups were on (seccomp backend, Linux 6.6+).
@@ -80,9 +84,23 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts one stop at syscall `nr` with first argument `arg0`.
+    pub(crate) fn count(&mut self, nr: i64, arg0: u64) {
+        let name = decode::syscall_name(nr);
+        let key = if nr == libc::SYS_clock_gettime {
+            format!("{name}({})", arg0 as i32)
+        } else {
+            name.to_string()
+        };
+        *self.by_syscall.entry(key).or_default() += 1;
+    }
+
     /// "20 interceptions, sync wake-up" and the like, for summary lines.
     pub fn summary(&self) -> String {
-        let mut s = format!("{} backend, {} interceptions", self.backend, self.interceptions);
+        let mut s = format!(
+            "{} backend, {} interceptions",
+            self.backend, self.interceptions
+        );
         if self.backend == Backend::Seccomp {
             s.push_str(if self.sync_wakeup {
                 ", sync wake-up"
@@ -159,7 +177,9 @@ pub fn start(
                 ptrace::supervise(backend, cmd, scope, &world, sink, started_tx)
             }
         })
-        .map_err(|e| target::SpawnError::Setup(format!("cannot start the supervisor thread: {e}")))?;
+        .map_err(|e| {
+            target::SpawnError::Setup(format!("cannot start the supervisor thread: {e}"))
+        })?;
     match started_rx.recv() {
         Ok(Ok(s)) => Ok(Running {
             pid: s.pid,

@@ -69,7 +69,8 @@ pub fn supervise(
     let prepared = (|| {
         let prog = match backend {
             Backend::PtraceSeccomp => Some(
-                filter::program(scope, filter::Catch::Trace).map_err(|e| setup_err(e.to_string()))?,
+                filter::program(scope, filter::Catch::Trace)
+                    .map_err(|e| setup_err(e.to_string()))?,
             ),
             _ => None,
         };
@@ -127,9 +128,9 @@ pub fn supervise(
     // The std handle never reaps: the loop above did.
     drop(child);
     r?;
-    let status = t
-        .root_status
-        .ok_or_else(|| SuperviseError::Ptrace(io::Error::other("the program's end was not seen")))?;
+    let status = t.root_status.ok_or_else(|| {
+        SuperviseError::Ptrace(io::Error::other("the program's end was not seen"))
+    })?;
     Ok(Finished {
         status: ExitStatus::from_raw(status),
         stats: t.stats,
@@ -325,10 +326,7 @@ impl Tracer<'_> {
 
     /// Resumes `tid`: to its next stop of interest.
     fn resume(&mut self, tid: i32, sig: i32) -> Result<(), SuperviseError> {
-        let wants_exit = self
-            .threads
-            .get(&tid)
-            .is_some_and(|t| t.pending.is_some());
+        let wants_exit = self.threads.get(&tid).is_some_and(|t| t.pending.is_some());
         let to_syscall = self.backend == Backend::Ptrace || wants_exit;
         match sys::ptrace_resume(tid, to_syscall, sig) {
             // Killed meanwhile: its exit is reported next.
@@ -349,6 +347,7 @@ impl Tracer<'_> {
         if self.backend == Backend::Ptrace && !answered_by_world(nr, self.scope) {
             return self.resume(tid, 0);
         }
+        self.stats.count(nr, regs.rdi);
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let name = decode::syscall_name(nr);
         let fail = |source| SuperviseError::Answer {
@@ -376,7 +375,9 @@ impl Tracer<'_> {
         match answer {
             Answer::Continue => self.resume(tid, 0),
             Answer::Errno(e) => self.answer_value(tid, &mut regs, vec![], -i64::from(e), commit),
-            Answer::Return { writes, ret } => self.answer_value(tid, &mut regs, writes, ret, commit),
+            Answer::Return { writes, ret } => {
+                self.answer_value(tid, &mut regs, writes, ret, commit)
+            }
             Answer::File { content, .. } => {
                 let fd = memfd_with(&content).map_err(fail)?;
                 self.substitute_path(tid, &mut regs, nr, fd, Commit::None)
@@ -385,7 +386,8 @@ impl Tracer<'_> {
             Answer::RandomDevice { stream, .. } => {
                 // The tracee's own open flags (O_NONBLOCK, O_CLOEXEC) apply
                 // to the file it opens through /proc.
-                let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(e.into()))?;
+                let (read, write) =
+                    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(e.into()))?;
                 feed_random_device(write, *stream).map_err(fail)?;
                 self.substitute_path(tid, &mut regs, nr, read, commit)
                     .map_err(fail)
@@ -396,7 +398,9 @@ impl Tracer<'_> {
                     ..
                 } = request
                 else {
-                    return Err(fail(io::Error::other("a redirect of something not an inet connect")));
+                    return Err(fail(io::Error::other(
+                        "a redirect of something not an inet connect",
+                    )));
                 };
                 self.redirect(tid, &mut regs, addr, to, commit)
                     .map_err(fail)
@@ -418,7 +422,14 @@ impl Tracer<'_> {
         regs.orig_rax = u64::MAX; // -1: no syscall
         if self.backend == Backend::Ptrace {
             self.set_regs(tid, regs)?;
-            self.pending(tid, AtExit::Return { writes, ret, commit });
+            self.pending(
+                tid,
+                AtExit::Return {
+                    writes,
+                    ret,
+                    commit,
+                },
+            );
         } else {
             self.land(tid, regs, &writes, ret, commit)?;
         }
@@ -437,7 +448,11 @@ impl Tracer<'_> {
         let landed = writes
             .iter()
             .all(|(addr, data)| mem::write_mem(tid, *addr, data).is_ok());
-        regs.rax = if landed { ret } else { -i64::from(libc::EFAULT) } as u64;
+        regs.rax = if landed {
+            ret
+        } else {
+            -i64::from(libc::EFAULT)
+        } as u64;
         self.set_regs(tid, regs)?;
         if landed {
             self.world
@@ -565,7 +580,11 @@ impl Tracer<'_> {
             Err(e) => return Err(ptrace_err(e)),
         };
         match p {
-            AtExit::Return { writes, ret, commit } => {
+            AtExit::Return {
+                writes,
+                ret,
+                commit,
+            } => {
                 self.land(tid, &mut regs, &writes, ret, commit)?;
             }
             AtExit::Restore { args, then, _held } => {

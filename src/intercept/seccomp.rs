@@ -24,8 +24,8 @@ use super::decode::{self, Decoded};
 use super::target::{self, Listener};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, mem, procfs, Backend, ClientEnd, ConnectionSink, Finished, Started, StartedTx,
-    Stats, SuperviseError,
+    filter, mem, procfs, Backend, ClientEnd, ConnectionSink, Finished, Started, StartedTx, Stats,
+    SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
 use crate::world::{Answer, Caller, Scope, World};
@@ -68,8 +68,7 @@ pub fn supervise(
     let prepared = filter::program(scope, filter::Catch::Notify)
         .map_err(|e| target::SpawnError::Setup(e.to_string()))
         .and_then(|prog| {
-            let vdso = VdsoPatch::shared()
-                .map_err(|e| target::SpawnError::Setup(e.to_string()))?;
+            let vdso = VdsoPatch::shared().map_err(|e| target::SpawnError::Setup(e.to_string()))?;
             Ok((prog, vdso))
         });
     let (prog, vdso) = match prepared {
@@ -180,10 +179,12 @@ impl Supervisor<'_> {
             .enable_io()
             .build()
             .map_err(SuperviseError::Listener)?;
-        let fd = self.fd.try_clone_to_owned().map_err(SuperviseError::Listener)?;
+        let fd = self
+            .fd
+            .try_clone_to_owned()
+            .map_err(SuperviseError::Listener)?;
         rt.block_on(async {
-            let afd = sys::async_fd(fd)
-                .map_err(SuperviseError::Listener)?;
+            let afd = sys::async_fd(fd).map_err(SuperviseError::Listener)?;
             loop {
                 let mut guard = afd.readable().await.map_err(SuperviseError::Listener)?;
                 guard.clear_ready();
@@ -209,7 +210,8 @@ impl Supervisor<'_> {
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
         if revents.contains(PollFlags::POLLIN) {
             Ok(Ready::Notification)
-        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        {
             Ok(Ready::Gone)
         } else {
             Ok(Ready::Spurious)
@@ -230,6 +232,7 @@ impl Supervisor<'_> {
             Err(e) => return Err(SuperviseError::Listener(e)),
         };
         stats.interceptions += 1;
+        stats.count(i64::from(req.data.nr), req.data.args[0]);
         self.handle(&req)?;
         Ok(true)
     }
@@ -406,7 +409,10 @@ pub(super) fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Feeds one random device's stream into a pipe until the reader closes it.
-pub(super) fn feed_random_device(write: OwnedFd, mut stream: rand_chacha::ChaCha20Rng) -> io::Result<()> {
+pub(super) fn feed_random_device(
+    write: OwnedFd,
+    mut stream: rand_chacha::ChaCha20Rng,
+) -> io::Result<()> {
     use rand_core::RngCore;
     let mut pipe = std::fs::File::from(write);
     // Fill the pipe before the reader can look, so its first reads are

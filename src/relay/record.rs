@@ -23,12 +23,7 @@ pub struct Recorded {
 
 /// Connects to the first of `addrs` that answers and relays until both
 /// sides have finished sending.
-pub async fn record(
-    client: Client,
-    host: String,
-    port: u16,
-    addrs: Vec<SocketAddr>,
-) -> Recorded {
+pub async fn record(client: Client, host: String, port: u16, addrs: Vec<SocketAddr>) -> Recorded {
     let mut conn = Connection {
         host,
         port,
