@@ -138,7 +138,11 @@ fn main() {
             svg.display()
         );
     } else {
-        println!("wrote {} (quick run: docs untouched)", json.display());
+        println!(
+            "wrote {} (quick run: a smoke test; {} rounds are too few for these figures or ratios to mean anything, and the docs are untouched)",
+            json.display(),
+            s.rounds
+        );
     }
 }
 
