@@ -187,7 +187,7 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
             supervisor,
             ms(signed.stats.client_cpu),
             signed.stats.interceptions as f64,
-            signed.stats.by_syscall,
+            signed.stats.by_syscall(),
         )
     };
     let verify_once = |b: Backend| {

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -424,38 +423,6 @@ fn ptrace_backends_without_loopback_exit_4() {
         problems.len(),
         problems.join("\n")
     );
-}
-
-const NOBODY: [&str; 5] = [
-    "setpriv",
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-    "--",
-];
-
-/// Whether `nobody` can run the binary, and a reason when not (as in
-/// tests/unprivileged.rs).
-fn can_drop_privileges() -> Result<(), String> {
-    if !is_root() {
-        return Err(
-            "not root: nothing to drop from (the other tests already run unprivileged)".into(),
-        );
-    }
-    let bin = bin();
-    let r = Cmd::new("test").arg("-x").arg(&bin).wrapped(NOBODY).run();
-    if r.code != Some(0) {
-        return Err(format!(
-            "nobody cannot execute {} (a parent directory is private?)",
-            bin.display()
-        ));
-    }
-    Ok(())
-}
-
-/// Open `dir` to everyone, so `nobody` can read inputs and write outputs.
-fn open_up(dir: &Path) {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
 }
 
 /// As `nobody`: sign under one ptrace backend, verify under the other.

@@ -20,6 +20,7 @@ pub mod mem;
 pub mod procfs;
 pub mod ptrace;
 pub mod seccomp;
+pub mod served;
 pub mod target;
 pub mod vdso;
 
@@ -73,10 +74,11 @@ pub struct Stats {
     /// User + system CPU time of the supervised program (its first process
     /// and the descendants it waited for).
     pub client_cpu: Duration,
-    /// Stops by syscall ("clock_gettime(1)" names the clock id), counting
-    /// only the syscalls the filter selects: under `ptrace` the other stops
-    /// are in `interceptions` alone.
-    pub by_syscall: std::collections::BTreeMap<String, u64>,
+    /// Stops by (syscall number, clock id or -1), counting only the
+    /// syscalls the filter selects: under `ptrace` the other stops are in
+    /// `interceptions` alone. Integers here, names in [`Stats::by_syscall`]:
+    /// this is counted on every notification.
+    counts: std::collections::BTreeMap<(i64, i64), u64>,
     /// The killable wait was on (seccomp backend, Linux 5.19+).
     pub killable: bool,
     /// Synchronous wake-ups were on (seccomp backend, Linux 6.6+).
@@ -86,13 +88,30 @@ pub struct Stats {
 impl Stats {
     /// Counts one stop at syscall `nr` with first argument `arg0`.
     pub(crate) fn count(&mut self, nr: i64, arg0: u64) {
-        let name = decode::syscall_name(nr);
-        let key = if nr == libc::SYS_clock_gettime {
-            format!("{name}({})", arg0 as i32)
+        let clock = if nr == libc::SYS_clock_gettime {
+            i64::from(arg0 as i32)
         } else {
-            name.to_string()
+            -1
         };
-        *self.by_syscall.entry(key).or_default() += 1;
+        *self.counts.entry((nr, clock)).or_default() += 1;
+    }
+
+    /// Stops by syscall, "clock_gettime(1)" naming the clock id: the
+    /// syscalls the filter selects (under `ptrace` the other stops are in
+    /// `interceptions` alone).
+    pub fn by_syscall(&self) -> Vec<(String, u64)> {
+        self.counts
+            .iter()
+            .map(|(&(nr, clock), &n)| {
+                let name = decode::syscall_name(nr);
+                let name = if clock >= 0 {
+                    format!("{name}({clock})")
+                } else {
+                    name.to_string()
+                };
+                (name, n)
+            })
+            .collect()
     }
 
     /// "20 interceptions, sync wake-up" and the like, for summary lines.
@@ -127,6 +146,9 @@ pub type ConnectionSink = dyn FnMut(Destination, ClientEnd) + Send;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
+    /// Starting failed; `start`'s caller already has the reason.
+    #[error("the program did not start")]
+    NotStarted,
     #[error("seccomp listener failed: {0}")]
     Listener(io::Error),
     #[error("ptrace failed: {0}")]
@@ -202,6 +224,23 @@ pub struct Started {
     pub pid: i32,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
+}
+
+/// A preparation step's error as a reason the program could not start.
+fn setup<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, target::SpawnError> {
+    r.map_err(|e| target::SpawnError::Setup(e.to_string()))
+}
+
+/// Passes a failure to start on to `start`'s caller, leaving the
+/// supervisor thread nothing to do (`None`).
+fn or_report<T>(started: &StartedTx, r: Result<T, target::SpawnError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let _ = started.send(Err(e));
+            None
+        }
+    }
 }
 
 pub type StartedTx = std::sync::mpsc::SyncSender<Result<Started, target::SpawnError>>;

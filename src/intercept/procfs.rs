@@ -18,6 +18,18 @@ pub fn tgid_of(tid: i32) -> io::Result<i32> {
         })
 }
 
+/// [`tgid_of`] through `cache`: a thread's process never changes while the
+/// thread lives, and a supervisor asks for the same few threads again and
+/// again.
+pub fn tgid_cached(cache: &mut std::collections::HashMap<i32, i32>, tid: i32) -> io::Result<i32> {
+    if let Some(t) = cache.get(&tid) {
+        return Ok(*t);
+    }
+    let t = tgid_of(tid)?;
+    cache.insert(tid, t);
+    Ok(t)
+}
+
 /// The file status flags (O_NONBLOCK, ...) and close-on-exec flag of fd
 /// `fd` in process `pid`, from /proc/PID/fdinfo/FD.
 pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {

@@ -34,18 +34,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::decode::{self, Decoded};
-use super::seccomp::{cached_tgid, feed_random_device, memfd_with};
+use super::procfs::tgid_cached;
+use super::served::{memfd_with, random_device};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, mem, target, Backend, ClientEnd, ConnectionSink, Finished, Started, StartedTx, Stats,
-    SuperviseError,
+    filter, mem, or_report, setup, target, Backend, ClientEnd, ConnectionSink, Finished, Started,
+    StartedTx, Stats, SuperviseError,
 };
 use crate::sys;
 use crate::world::{Answer, Caller, Commit, Destination, Request, Scope, SockAddr, World};
@@ -64,34 +64,21 @@ pub fn supervise(
     sink: Box<ConnectionSink>,
     started: StartedTx,
 ) -> Result<Finished, SuperviseError> {
-    let not_started = || SuperviseError::Ptrace(io::Error::other("not started"));
-    let setup_err = target::SpawnError::Setup;
-    let prepared = (|| {
-        let prog = match backend {
-            Backend::PtraceSeccomp => Some(
-                filter::program(scope, filter::Catch::Trace)
-                    .map_err(|e| setup_err(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        let vdso = VdsoPatch::shared().map_err(|e| setup_err(e.to_string()))?;
-        Ok((prog, vdso))
-    })();
-    let (prog, vdso) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = started.send(Err(e));
-            return Err(not_started());
-        }
+    let prog = match backend {
+        Backend::PtraceSeccomp => setup(filter::program(scope, filter::Catch::Trace)).map(Some),
+        _ => Ok(None),
+    };
+    let prepared = prog.and_then(|prog| Ok((prog, setup(VdsoPatch::shared())?)));
+    let Some((prog, vdso)) = or_report(&started, prepared) else {
+        return Err(SuperviseError::NotStarted);
     };
     let program = cmd.get_program().to_string_lossy().into_owned();
     sys::trace_before_exec(&mut cmd, prog);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(source) => {
-            let _ = started.send(Err(target::SpawnError::Spawn { program, source }));
-            return Err(not_started());
-        }
+    let spawned = cmd
+        .spawn()
+        .map_err(|source| target::SpawnError::Spawn { program, source });
+    let Some(mut child) = or_report(&started, spawned) else {
+        return Err(SuperviseError::NotStarted);
     };
     let root = i32::try_from(child.id()).unwrap_or(0);
     let _ = started.send(Ok(Started {
@@ -356,7 +343,7 @@ impl Tracer<'_> {
             source,
         };
         let tgids = &mut self.tgids;
-        let request = match decode::decode(nr, args, tid, || cached_tgid(tgids, tid)) {
+        let request = match decode::decode(nr, args, tid, || tgid_cached(tgids, tid)) {
             Decoded::Request(r) => r,
             // The vDSO was patched at the exec event.
             Decoded::NewImage | Decoded::Continue => return self.resume(tid, 0),
@@ -366,12 +353,10 @@ impl Tracer<'_> {
             // Fail closed, as the seccomp backend does.
             Decoded::Unknown(source) => return Err(fail(source)),
         };
-        let tgid = cached_tgid(&mut self.tgids, tid).map_err(fail)?;
-        let (answer, commit) = self
-            .world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .decide(Caller { tid, tgid }, &request);
+        let tgid = tgid_cached(&mut self.tgids, tid).map_err(fail)?;
+        // What a rewrite of the path or address arguments puts back at exit.
+        let saved = [regs.rdi, regs.rsi, regs.rdx];
+        let (answer, commit) = World::lock(self.world).decide(Caller { tid, tgid }, &request);
         match answer {
             Answer::Continue => self.resume(tid, 0),
             Answer::Errno(e) => self.answer_value(tid, &mut regs, vec![], -i64::from(e), commit),
@@ -380,17 +365,15 @@ impl Tracer<'_> {
             }
             Answer::File { content, .. } => {
                 let fd = memfd_with(&content).map_err(fail)?;
-                self.substitute_path(tid, &mut regs, nr, fd, Commit::None)
-                    .map_err(fail)
+                Self::point_path(tid, &mut regs, nr, &fd).map_err(fail)?;
+                self.rewritten(tid, &regs, saved, Then::Commit(Commit::None), Some(fd))
             }
             Answer::RandomDevice { stream, .. } => {
                 // The tracee's own open flags (O_NONBLOCK, O_CLOEXEC) apply
                 // to the file it opens through /proc.
-                let (read, write) =
-                    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(e.into()))?;
-                feed_random_device(write, *stream).map_err(fail)?;
-                self.substitute_path(tid, &mut regs, nr, read, commit)
-                    .map_err(fail)
+                let read = random_device(*stream, false).map_err(fail)?;
+                Self::point_path(tid, &mut regs, nr, &read).map_err(fail)?;
+                self.rewritten(tid, &regs, saved, Then::Commit(commit), Some(read))
             }
             Answer::Redirect { to } => {
                 let Request::Connect {
@@ -402,8 +385,14 @@ impl Tracer<'_> {
                         "a redirect of something not an inet connect",
                     )));
                 };
-                self.redirect(tid, &mut regs, addr, to, commit)
-                    .map_err(fail)
+                let family = self.point_connect(tid, &mut regs, addr).map_err(fail)?;
+                let then = Then::Accept {
+                    to,
+                    fd: saved[0] as i32,
+                    family,
+                    commit,
+                };
+                self.rewritten(tid, &regs, saved, then, None)
             }
         }
     }
@@ -455,10 +444,7 @@ impl Tracer<'_> {
         } as u64;
         self.set_regs(tid, regs)?;
         if landed {
-            self.world
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .commit(commit);
+            World::lock(self.world).commit(commit);
         }
         Ok(())
     }
@@ -484,43 +470,30 @@ impl Tracer<'_> {
 
     /// Points the open's path at `/proc/OUR_PID/fd/N`, our copy of the file
     /// the world serves.
-    fn substitute_path(
-        &mut self,
+    fn point_path(
         tid: i32,
         regs: &mut libc::user_regs_struct,
         nr: i64,
-        held: OwnedFd,
-        commit: Commit,
+        held: &OwnedFd,
     ) -> io::Result<()> {
         let path = format!("/proc/{}/fd/{}\0", std::process::id(), held.as_raw_fd());
         let at = Self::scratch(tid, regs, path.as_bytes())?;
-        let args = [regs.rdi, regs.rsi, regs.rdx];
         if nr == libc::SYS_open {
             regs.rdi = at;
         } else {
             regs.rsi = at;
         }
-        self.set_regs(tid, regs).map_err(into_io)?;
-        self.pending(
-            tid,
-            AtExit::Restore {
-                args,
-                then: Then::Commit(commit),
-                _held: Some(held),
-            },
-        );
-        self.resume(tid, 0).map_err(into_io)
+        Ok(())
     }
 
-    /// Points the connect at our loopback listener of the same family.
-    fn redirect(
+    /// Points the connect at our loopback listener of the same family;
+    /// returns which family (0 IPv4, 1 IPv6).
+    fn point_connect(
         &mut self,
         tid: i32,
         regs: &mut libc::user_regs_struct,
         addr: SocketAddr,
-        to: Destination,
-        commit: Commit,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         let family = usize::from(addr.is_ipv6());
         let port = self.listener(family)?.local_addr()?.port();
         let raw = sockaddr_bytes(if addr.is_ipv6() {
@@ -528,25 +501,31 @@ impl Tracer<'_> {
         } else {
             SocketAddr::from((Ipv4Addr::LOCALHOST, port))
         });
-        let at = Self::scratch(tid, regs, &raw)?;
-        let args = [regs.rdi, regs.rsi, regs.rdx];
-        regs.rsi = at;
+        regs.rsi = Self::scratch(tid, regs, &raw)?;
         regs.rdx = raw.len() as u64;
-        self.set_regs(tid, regs).map_err(into_io)?;
+        Ok(family)
+    }
+
+    /// Runs the syscall with rewritten arguments `regs`; its exit stop puts
+    /// `saved` back and finishes `then`.
+    fn rewritten(
+        &mut self,
+        tid: i32,
+        regs: &libc::user_regs_struct,
+        saved: [u64; 3],
+        then: Then,
+        held: Option<OwnedFd>,
+    ) -> Result<(), SuperviseError> {
+        self.set_regs(tid, regs)?;
         self.pending(
             tid,
             AtExit::Restore {
-                args,
-                then: Then::Accept {
-                    to,
-                    fd: args[0] as i32,
-                    family,
-                    commit,
-                },
-                _held: None,
+                args: saved,
+                then,
+                _held: held,
             },
         );
-        self.resume(tid, 0).map_err(into_io)
+        self.resume(tid, 0)
     }
 
     fn listener(&mut self, family: usize) -> io::Result<&TcpListener> {
@@ -627,10 +606,7 @@ impl Tracer<'_> {
                             commit
                         }
                     };
-                    self.world
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .commit(commit);
+                    World::lock(self.world).commit(commit);
                 }
             }
         }
@@ -640,7 +616,7 @@ impl Tracer<'_> {
     /// Our end of the connection the tracee's socket `fd` just made to our
     /// listener: the one whose peer is that socket's local address.
     fn accept(&mut self, tid: i32, fd: i32, family: usize) -> io::Result<TcpStream> {
-        let tgid = cached_tgid(&mut self.tgids, tid)?;
+        let tgid = tgid_cached(&mut self.tgids, tid)?;
         // Our duplicate of the tracee's socket, only to read its address.
         let want = TcpStream::from(mem::target_fd(tgid, fd)?)
             .local_addr()?
@@ -672,13 +648,6 @@ impl Tracer<'_> {
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-fn into_io(e: SuperviseError) -> io::Error {
-    match e {
-        SuperviseError::Ptrace(e) | SuperviseError::Listener(e) => e,
-        other => io::Error::other(other.to_string()),
     }
 }
 

@@ -8,24 +8,25 @@
 //! handed to the async runtime through the connection sink.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
 use super::decode::{self, Decoded};
+use super::procfs::{self, tgid_cached};
+use super::served::{memfd_with, random_device};
 use super::target::{self, Listener};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, mem, procfs, Backend, ClientEnd, ConnectionSink, Finished, Started, StartedTx, Stats,
-    SuperviseError,
+    filter, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
+    StartedTx, Stats, SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
 use crate::world::{Answer, Caller, Scope, World};
@@ -65,25 +66,13 @@ pub fn supervise(
     mut sink: Box<ConnectionSink>,
     started: StartedTx,
 ) -> Result<Finished, SuperviseError> {
-    let prepared = filter::program(scope, filter::Catch::Notify)
-        .map_err(|e| target::SpawnError::Setup(e.to_string()))
-        .and_then(|prog| {
-            let vdso = VdsoPatch::shared().map_err(|e| target::SpawnError::Setup(e.to_string()))?;
-            Ok((prog, vdso))
-        });
-    let (prog, vdso) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = started.send(Err(e));
-            return Err(SuperviseError::Listener(io::Error::other("not started")));
-        }
+    let prepared = setup(filter::program(scope, filter::Catch::Notify))
+        .and_then(|prog| Ok((prog, setup(VdsoPatch::shared())?)));
+    let Some((prog, vdso)) = or_report(&started, prepared) else {
+        return Err(SuperviseError::NotStarted);
     };
-    let (mut child, listener) = match target::spawn(&mut cmd, prog) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = started.send(Err(e));
-            return Err(SuperviseError::Listener(io::Error::other("not started")));
-        }
+    let Some((mut child, listener)) = or_report(&started, target::spawn(&mut cmd, prog)) else {
+        return Err(SuperviseError::NotStarted);
     };
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let _ = started.send(Ok(Started {
@@ -249,7 +238,7 @@ impl Supervisor<'_> {
         };
         let fd = self.fd;
         let tgids = &mut self.tgids;
-        let request = match decode::decode(nr, a, tid, || cached_tgid(tgids, tid)) {
+        let request = match decode::decode(nr, a, tid, || tgid_cached(tgids, tid)) {
             Decoded::Request(r) => r,
             Decoded::NewImage => {
                 if let Some(v) = self.vdso {
@@ -296,26 +285,19 @@ impl Supervisor<'_> {
             Err(e) => return gone_or(self, e),
         };
         let caller = Caller { tid, tgid };
-        let (answer, commit) = self
-            .world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .decide(caller, &request);
+        let (answer, commit) = World::lock(self.world).decide(caller, &request);
         let accepted = match self.carry_out(n, answer) {
             Ok(a) => a,
             Err(e) => return gone_or(self, e),
         };
         if accepted {
-            self.world
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .commit(commit);
+            World::lock(self.world).commit(commit);
         }
         Ok(())
     }
 
     fn tgid(&mut self, tid: i32) -> io::Result<i32> {
-        cached_tgid(&mut self.tgids, tid)
+        tgid_cached(&mut self.tgids, tid)
     }
 
     fn send_continue(&self, n: &SeccompNotif) -> io::Result<()> {
@@ -350,11 +332,7 @@ impl Supervisor<'_> {
                 cloexec,
                 nonblock,
             } => {
-                let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-                if nonblock {
-                    fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-                }
-                feed_random_device(write, *stream)?;
+                let read = random_device(*stream, nonblock)?;
                 Ok(
                     sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?
                         .is_some(),
@@ -383,52 +361,4 @@ impl Supervisor<'_> {
             }
         }
     }
-}
-
-/// Thread ids of a run map to process ids for good (a tid is not reused
-/// while the run holds its process's threads).
-pub(super) fn cached_tgid(cache: &mut HashMap<i32, i32>, tid: i32) -> io::Result<i32> {
-    if let Some(t) = cache.get(&tid) {
-        return Ok(*t);
-    }
-    let t = procfs::tgid_of(tid)?;
-    cache.insert(tid, t);
-    Ok(t)
-}
-
-pub(super) fn memfd_with(content: &[u8]) -> io::Result<OwnedFd> {
-    use std::io::Seek;
-    let fd = nix::sys::memfd::memfd_create(
-        c"tlsign-world",
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
-    )?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(content)?;
-    f.rewind()?;
-    Ok(f.into())
-}
-
-/// Feeds one random device's stream into a pipe until the reader closes it.
-pub(super) fn feed_random_device(
-    write: OwnedFd,
-    mut stream: rand_chacha::ChaCha20Rng,
-) -> io::Result<()> {
-    use rand_core::RngCore;
-    let mut pipe = std::fs::File::from(write);
-    // Fill the pipe before the reader can look, so its first reads are
-    // whole whatever the scheduler does. 64 KiB is the default pipe
-    // capacity: this write cannot block.
-    let mut block = vec![0u8; 64 * 1024];
-    stream.fill_bytes(&mut block);
-    pipe.write_all(&block)?;
-    // The rest on a detached thread, until the reader closes its end.
-    std::thread::Builder::new()
-        .name("random-device".into())
-        .spawn(move || loop {
-            stream.fill_bytes(&mut block);
-            if pipe.write_all(&block).is_err() {
-                return;
-            }
-        })?;
-    Ok(())
 }

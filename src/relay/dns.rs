@@ -16,11 +16,7 @@ pub async fn serve(mut s: Client, world: Arc<Mutex<World>>) {
         if s.read_exact(&mut query).await.is_err() {
             return;
         }
-        let Some(reply) = world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .answer_dns(&query)
-        else {
+        let Some(reply) = World::lock(&world).answer_dns(&query) else {
             return;
         };
         let Ok(n) = u16::try_from(reply.len()) else {

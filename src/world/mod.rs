@@ -198,6 +198,13 @@ impl World {
         }
     }
 
+    /// Locks a shared world. A panic elsewhere while holding the lock
+    /// leaves the world as consistent as any answer left it (state only
+    /// changes in `commit`), so a poisoned lock is still used.
+    pub fn lock(w: &std::sync::Mutex<World>) -> std::sync::MutexGuard<'_, World> {
+        w.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Numbers processes and threads in order of first appearance: that
     /// order, not the kernel's ids, keys their streams and clocks.
     fn thread_key(&mut self, c: Caller) -> ThreadKey {

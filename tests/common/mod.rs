@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod cmd;
+mod nobody;
 mod pki;
 mod servers;
 mod site;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cmd::{Cmd, Output};
+pub use nobody::{can_drop_privileges, open_up, NOBODY};
 pub use pki::{Cert, Pki};
 pub use servers::{free_port, HttpsServer, Nginx, SServer, SilentServer, TlsVersion};
 pub use site::Site;
