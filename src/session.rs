@@ -1,10 +1,12 @@
 //! One run of the built-in client under the supervisor, with its redirected
 //! connections going to the recorder (sign) or the replayer (verify).
 //!
-//! Threads: the calling thread spawns the client (the client's parent-death
-//! signal is tied to it) and drives a small tokio runtime for the relays;
-//! one blocking thread services the seccomp listener; two more collect the
-//! client's stdout and stderr.
+//! Threads: each run has a supervisor thread of its own, which starts the
+//! client (a tracee, and the client's parent-death signal, belong to the
+//! thread that forked it) and services its syscalls; two more collect the
+//! client's stdout and stderr. The relays are tasks on the caller's tokio
+//! runtime, so one runtime drives a whole batch; [`one_shot`] makes a small
+//! one for a single job.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, ClientOutcome};
 use crate::intercept::{self, target, Backend, ClientEnd, Stats};
-use crate::relay::{self, record::Recorded, replay::Divergence};
+use crate::relay::{self, record::{Recorded, Upstream}, replay::Divergence};
 use crate::transcript::Connection;
 use crate::world::{Destination, Scope, World, WorldConfig};
 use crate::Error;
@@ -34,7 +36,7 @@ pub enum Ends {
     /// To the real servers. `resolve` overrides name resolution for
     /// (host, port), as curl's --resolve does.
     Record {
-        resolve: HashMap<(String, u16), IpAddr>,
+        resolve: Arc<HashMap<(String, u16), IpAddr>>,
     },
     /// To the recorded connections, in order.
     Replay { connections: Arc<Vec<Connection>> },
@@ -65,107 +67,166 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Runs the client once. Errors are the supervisor's own failures; what the
-/// client or the connections did is in the report.
-pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
-    let started = Instant::now();
-    let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
-    let cmd = client_command(&spec)?;
+/// Stops runs from outside: a batch's Ctrl-C, or the one-shot run's.
+/// Cheap to clone; every clone sees the same stop.
+#[derive(Clone)]
+pub struct Cancel(tokio::sync::watch::Receiver<bool>);
+
+/// Trips every [`Cancel`] made from it.
+pub struct CancelSwitch(tokio::sync::watch::Sender<bool>);
+
+impl CancelSwitch {
+    pub fn new() -> (CancelSwitch, Cancel) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (CancelSwitch(tx), Cancel(rx))
+    }
+
+    pub fn trip(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Cancel {
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once tripped (never, if the switch is dropped untripped).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Drives one job on a small runtime of its own, stopping it on SIGINT or
+/// SIGTERM (the job sees its [`Cancel`] tripped).
+pub fn one_shot<T, F, Fut>(job: F) -> Result<T, Error>
+where
+    F: FnOnce(Cancel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))?;
-    // Listen for Ctrl-C and SIGTERM before the client exists, so neither can
-    // slip between its start and the loop below. (Handlers reset at exec:
-    // the client keeps the default actions.)
-    let (mut sigint, mut sigterm) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _rt = rt.enter();
-        let install =
-            |k| signal(k).map_err(|e| Error::Environment(format!("cannot handle signals: {e}")));
-        (
-            install(SignalKind::interrupt())?,
-            install(SignalKind::terminate())?,
-        )
-    };
+    rt.block_on(async {
+        let (switch, cancel) = CancelSwitch::new();
+        let signals = on_signal(switch)?;
+        let r = job(cancel).await;
+        signals.abort();
+        r
+    })
+}
+
+/// Trips `switch` on the first SIGINT or SIGTERM. Listening starts before
+/// this returns, so no signal can slip in between it and a client's start.
+/// (Handlers reset at exec: clients keep the default actions.)
+pub fn on_signal(switch: CancelSwitch) -> Result<tokio::task::JoinHandle<()>, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install =
+        |k| signal(k).map_err(|e| Error::Environment(format!("cannot handle signals: {e}")));
+    let mut sigint = install(SignalKind::interrupt())?;
+    let mut sigterm = install(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        switch.trip();
+    }))
+}
+
+/// Runs the client once on the current runtime; many may run at once.
+/// `cancel` kills the client and makes the result [`Error::Interrupted`].
+pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error> {
+    let started = Instant::now();
+    let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
+    let cmd = client_command(&spec)?;
     let world = Arc::new(Mutex::new(World::new(spec.world.clone())));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Destination, ClientEnd)>();
-    let running = intercept::start(
-        spec.backend,
-        cmd,
-        Scope::Networked,
-        Arc::clone(&world),
-        Box::new(move |to, s| {
-            let _ = tx.send((to, s));
-        }),
-    )
+    let backend = spec.backend;
+    let world2 = Arc::clone(&world);
+    // Starting waits for fork and exec: not on a runtime thread.
+    let running = tokio::task::spawn_blocking(move || {
+        intercept::start(
+            backend,
+            cmd,
+            Scope::Networked,
+            world2,
+            Box::new(move |to, s| {
+                let _ = tx.send((to, s));
+            }),
+        )
+    })
+    .await
+    .map_err(|e| Error::Environment(format!("cannot start the client: {e}")))?
     .map_err(|e| env_err(&e))?;
     let pid = running.pid;
     let stdout = running.stdout.map(|s| collect(s, MAX_OUTCOME));
     let stderr = running.stderr.map(|s| collect(s, 64 << 10));
+    let done = running.done;
 
     let ends = Arc::new(ends);
     let deadline = tokio::time::Instant::now() + spec.timeout;
-    let (results, stop) = rt.block_on(async {
-        let mut tasks: Vec<(usize, tokio::task::JoinHandle<ConnectionResult>)> = Vec::new();
-        let mut stop: Option<Stop> = None;
-        loop {
-            tokio::select! {
-                // Signals first: a Ctrl-C also kills the client, and its
-                // death must not be mistaken for a plain failure.
-                biased;
-                _ = sigint.recv(), if stop.is_none() => {
-                    stop = Some(Stop::Interrupted);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                _ = sigterm.recv(), if stop.is_none() => {
-                    stop = Some(Stop::Interrupted);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                conn = rx.recv() => match conn {
-                    Some((Destination::Nameserver, s)) => {
-                        if let Ok(s) = relay::into_async(s) {
-                            tokio::spawn(relay::dns::serve(s, Arc::clone(&world)));
-                        }
+    let mut tasks: Vec<(usize, tokio::task::JoinHandle<ConnectionResult>)> = Vec::new();
+    let mut stop: Option<Stop> = None;
+    loop {
+        tokio::select! {
+            // A stop first: a Ctrl-C also kills the client, and its death
+            // must not be mistaken for a plain failure.
+            biased;
+            _ = cancel.cancelled(), if stop.is_none() => {
+                stop = Some(Stop::Interrupted);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            conn = rx.recv() => match conn {
+                Some((Destination::Nameserver, s)) => {
+                    if let Ok(s) = relay::into_async(s) {
+                        tokio::spawn(relay::dns::serve(s, Arc::clone(&world)));
                     }
-                    Some((Destination::Server { index, host, port }, s)) => {
-                        let ends = Arc::clone(&ends);
-                        tasks.push((index, tokio::spawn(serve_connection(ends, index, host, port, s))));
-                    }
-                    // The supervisor finished: every process under it is gone.
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
-                    stop = Some(Stop::TimedOut);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
+                Some((Destination::Server { index, host, port }, s)) => {
+                    let ends = Arc::clone(&ends);
+                    tasks.push((index, tokio::spawn(serve_connection(ends, index, host, port, s))));
+                }
+                // The supervisor finished: every process under it is gone.
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
+                stop = Some(Stop::TimedOut);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        // The client is gone, so every relay sees its end close soon; the
-        // upstream side of a recorder may still linger: bound the wait.
-        let mut results = Vec::new();
-        if stop.is_some() {
-            // Nothing recorded will be used, and why the run stopped is the
-            // story to tell: do not wait for servers.
-            for (_, t) in &tasks {
-                t.abort();
-            }
-            tasks.clear();
+    }
+    // The client is gone, so every relay sees its end close soon; the
+    // upstream side of a recorder may still linger: bound the wait.
+    let mut results = Vec::new();
+    if stop.is_some() {
+        // Nothing recorded will be used, and why the run stopped is the
+        // story to tell: do not wait for servers.
+        for (_, t) in &tasks {
+            t.abort();
         }
-        for (index, t) in tasks {
-            let r = match tokio::time::timeout_at(deadline + Duration::from_secs(5), t).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => ConnectionResult::Unexpected("connection task failed".into()),
-                Err(_) => ConnectionResult::Unexpected("connection did not finish in time".into()),
-            };
-            results.push((index, r));
+        tasks.clear();
+    }
+    for (index, t) in tasks {
+        let r = match tokio::time::timeout_at(deadline + Duration::from_secs(5), t).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => ConnectionResult::Unexpected("connection task failed".into()),
+            Err(_) => ConnectionResult::Unexpected("connection did not finish in time".into()),
+        };
+        results.push((index, r));
+    }
+    // The channel closed, so the supervisor thread is ending: joining it
+    // blocks only briefly, but not on a runtime thread.
+    let finished = match tokio::task::spawn_blocking(move || done.join()).await {
+        Ok(Ok(Ok(f))) => f,
+        Ok(Ok(Err(e))) => return Err(Error::Environment(format!("supervisor: {e}"))),
+        Ok(Err(_)) | Err(_) => {
+            return Err(Error::Environment("the supervisor thread panicked".into()))
         }
-        (results, stop)
-    });
-    let finished = match running.done.join() {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Err(Error::Environment(format!("supervisor: {e}"))),
-        Err(_) => return Err(Error::Environment("the supervisor thread panicked".into())),
     };
     let status = finished.status;
     // The client killed by the signal a Ctrl-C sends the whole group: the
@@ -181,13 +242,12 @@ pub fn run(spec: Spec, ends: Ends) -> Result<Report, Error> {
         _ => stop,
     };
     let stats = finished.stats;
-    let mut results = results;
     results.sort_by_key(|(i, _)| *i);
     let connections = results.into_iter().map(|(_, r)| r).collect();
     let outcome = match stop {
         Some(Stop::Interrupted) => return Err(Error::Interrupted),
         Some(Stop::TimedOut) => Err(format!("timed out after {} s", spec.timeout.as_secs())),
-        None => read_outcome(stdout, stderr, &status),
+        None => read_outcome(stdout, stderr, &status).await,
     };
     Ok(Report {
         outcome,
@@ -219,20 +279,16 @@ fn client_command(spec: &Spec) -> Result<Command, Error> {
 }
 
 /// The outcome the client printed, or why there is none.
-fn read_outcome(
+async fn read_outcome(
     stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
     status: &std::process::ExitStatus,
 ) -> Result<ClientOutcome, String> {
-    let out = stdout
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
+    let out = join_collected(stdout).await;
     if let Ok(o) = client::decode_outcome(&out) {
         return Ok(o);
     }
-    let err = stderr
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
+    let err = join_collected(stderr).await;
     let err = String::from_utf8_lossy(&err);
     let last = err
         .lines()
@@ -301,7 +357,7 @@ async fn serve_connection(
                         Err(e) => {
                             drop(s);
                             let conn = Connection { host: host.clone(), port, signed_addr: String::new(), events: vec![] };
-                            return ConnectionResult::Recorded(Recorded { connection: conn, error: Some(format!("cannot resolve {host}: {e}")) });
+                            return ConnectionResult::Recorded(Recorded { connection: conn, error: Some(Upstream::new(format!("cannot resolve {host}: {e}"), false)) });
                         }
                     },
                 },
@@ -319,6 +375,17 @@ async fn serve_connection(
             )),
             Some(c) => ConnectionResult::Replayed(relay::replay::replay(s, index, c).await),
         },
+    }
+}
+
+/// What a [`collect`] thread read; the client is gone, so its pipes are at
+/// their end or about to be.
+async fn join_collected(h: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    match h {
+        Some(h) => tokio::task::spawn_blocking(move || h.join().unwrap_or_default())
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
     }
 }
 

@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::client::{self, ClientOutcome, FailureKind};
+use crate::relay::record::Upstream;
 use crate::session::{self, ConnectionResult, Ends, Spec};
 use crate::transcript::{self, Timestamp, Transcript};
 use crate::world::{random::world_key, Scope, WorldConfig};
@@ -90,8 +92,63 @@ pub fn parse_resolve(s: &str) -> Result<(String, u16, IpAddr), Error> {
 pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
     check_url(&opts.url)?;
     check_output_dir(&opts.output)?;
-    let ca_files = session::check_ca_files(&opts.ca_files)?;
-    let seed = match opts.seed {
+    let job = Fetch {
+        url: opts.url,
+        ca_files: session::check_ca_files(&opts.ca_files)?,
+        resolve: Arc::new(resolve_map(&opts.resolve)),
+        time: opts.time,
+        seed: opts.seed,
+        timeout: opts.timeout,
+        backend: opts.backend,
+    };
+    let signed = session::one_shot(|cancel| async move {
+        fetch(job, cancel).await.map_err(|f| f.error)
+    })?;
+    transcript::write_file_atomic(&opts.output, &signed.transcript).map_err(|e| {
+        Error::SignFailed(format!("cannot write {}: {e}", opts.output.display()))
+    })?;
+    Ok(signed)
+}
+
+/// `--resolve` overrides, keyed for lookups.
+pub(crate) fn resolve_map(r: &[(String, u16, IpAddr)]) -> HashMap<(String, u16), IpAddr> {
+    r.iter().map(|(h, p, a)| ((h.clone(), *p), *a)).collect()
+}
+
+/// One fetch to sign, its inputs already checked.
+pub(crate) struct Fetch {
+    pub url: String,
+    /// Checked and absolute ([`session::check_ca_files`]).
+    pub ca_files: Vec<PathBuf>,
+    pub resolve: Arc<HashMap<(String, u16), IpAddr>>,
+    pub time: Option<Timestamp>,
+    pub seed: Option<[u8; 32]>,
+    pub timeout: Duration,
+    pub backend: crate::Backend,
+}
+
+/// Why a fetch produced no transcript.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: Error,
+    /// The network failed in a way a later attempt may not (a reset, a
+    /// connect timeout): a batch retries these, and only these.
+    pub transient: bool,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed {
+            error,
+            transient: false,
+        }
+    }
+}
+
+/// Runs one fetch under the supervisor on the current runtime and returns
+/// the transcript, unwritten. Many may run at once.
+pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed, Failed> {
+    let seed = match job.seed {
         Some(s) => s,
         None => {
             let mut s = [0u8; 32];
@@ -100,72 +157,73 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
             s
         }
     };
-    let clock_start = opts
+    let clock_start = job
         .time
         .unwrap_or_else(|| Timestamp::from_system_time(SystemTime::now()));
     let world = WorldConfig {
-        key: world_key(&seed, clock_start, &opts.url),
+        key: world_key(&seed, clock_start, &job.url),
         clock_start,
         scope: Scope::Networked,
     };
-    let resolve: HashMap<(String, u16), IpAddr> = opts
-        .resolve
-        .iter()
-        .map(|(h, p, a)| ((h.clone(), *p), *a))
-        .collect();
     let spec = Spec {
-        backend: opts.backend,
-        url: opts.url.clone(),
-        ca_files,
+        backend: job.backend,
+        url: job.url.clone(),
+        ca_files: job.ca_files,
         world,
-        timeout: opts.timeout,
+        timeout: job.timeout,
     };
-    let report = session::run(spec, Ends::Record { resolve })?;
+    let report = session::run(spec, Ends::Record { resolve: job.resolve }, cancel).await?;
 
     let mut connections = Vec::new();
-    let mut upstream_error = None;
+    let mut upstream: Option<Upstream> = None;
     for c in report.connections {
         match c {
             ConnectionResult::Recorded(r) => {
-                if upstream_error.is_none() {
-                    upstream_error = r.error.clone();
+                if upstream.is_none() {
+                    upstream = r.error.clone();
                 }
                 connections.push(r.connection);
             }
             ConnectionResult::Replayed(_) => unreachable!("sign only records"),
-            ConnectionResult::Unexpected(e) => return Err(Error::SignFailed(e)),
+            ConnectionResult::Unexpected(e) => return Err(Error::SignFailed(e).into()),
         }
     }
+    let failed = |message: String, transient: bool| Failed {
+        error: Error::SignFailed(message),
+        transient,
+    };
     let response = match report.outcome {
         Ok(ClientOutcome::Fetched(r)) => r,
         Ok(ClientOutcome::Failed(f)) => {
             // A refused or unreachable server is better said by the recorder
             // than by the client, which only saw its socket close.
-            if let (Some(e), FailureKind::Io | FailureKind::Tls | FailureKind::Connect) =
-                (&upstream_error, f.kind)
+            if let (Some(u), FailureKind::Io | FailureKind::Tls | FailureKind::Connect) =
+                (upstream, f.kind)
             {
-                return Err(Error::SignFailed(e.clone()));
+                return Err(failed(u.message, u.transient));
             }
             return Err(match f.kind {
-                FailureKind::BadUrl => Error::Usage(f.message),
-                _ => Error::SignFailed(f.message),
+                FailureKind::BadUrl => Error::Usage(f.message).into(),
+                _ => failed(f.message, false),
             });
         }
-        Err(why) => return Err(Error::SignFailed(upstream_error.unwrap_or(why))),
+        Err(why) => {
+            return Err(match upstream {
+                Some(u) => failed(u.message, u.transient),
+                None => failed(why, false),
+            })
+        }
     };
-    let t = Transcript {
-        client: client::client_id(),
-        url: opts.url,
-        seed,
-        clock_start,
-        backend: opts.backend.name().into(),
-        connections,
-        response,
-    };
-    transcript::write_file_atomic(&opts.output, &t)
-        .map_err(|e| Error::SignFailed(format!("cannot write {}: {e}", opts.output.display())))?;
     Ok(Signed {
-        transcript: t,
+        transcript: Transcript {
+            client: client::client_id(),
+            url: job.url,
+            seed,
+            clock_start,
+            backend: job.backend.name().into(),
+            connections,
+            response,
+        },
         stats: report.stats,
         elapsed: report.elapsed,
     })

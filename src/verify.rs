@@ -41,12 +41,24 @@ pub fn verify(opts: VerifyOptions) -> Result<Verified, Error> {
     verify_transcript(t, ca_files, opts.timeout, opts.backend)
 }
 
-/// Replays `t` with the verifier's own trust anchors.
+/// Replays `t` with the verifier's own trust anchors (`ca_files`, checked
+/// by the caller), on a small runtime of its own.
 pub fn verify_transcript(
     t: Transcript,
     ca_files: Vec<PathBuf>,
     timeout: Duration,
     backend: crate::Backend,
+) -> Result<Verified, Error> {
+    session::one_shot(|cancel| replay(t, ca_files, timeout, backend, cancel))
+}
+
+/// [`verify_transcript`] on the current runtime; many may run at once.
+pub(crate) async fn replay(
+    t: Transcript,
+    ca_files: Vec<PathBuf>,
+    timeout: Duration,
+    backend: crate::Backend,
+    cancel: session::Cancel,
 ) -> Result<Verified, Error> {
     let ours = client::client_id();
     if t.client != ours {
@@ -75,7 +87,9 @@ pub fn verify_transcript(
         Ends::Replay {
             connections: Arc::clone(&connections),
         },
-    )?;
+        cancel,
+    )
+    .await?;
 
     // The first thing that went wrong on the wire, if anything did.
     let mut wire: Option<String> = None;

@@ -18,7 +18,32 @@ const SERVER_GRACE: Duration = Duration::from_secs(2);
 /// One recorded connection, and what went wrong on it, if anything.
 pub struct Recorded {
     pub connection: Connection,
-    pub error: Option<String>,
+    pub error: Option<Upstream>,
+}
+
+/// What went wrong with the real server.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub message: String,
+    /// Worth trying again later: the network, not the server's answer,
+    /// failed (a reset, a timeout). A refused connection is not: as in
+    /// curl's --retry, nothing listens there.
+    pub transient: bool,
+}
+
+impl Upstream {
+    pub fn new(message: String, transient: bool) -> Upstream {
+        Upstream { message, transient }
+    }
+
+    fn io(message: String, e: &std::io::Error) -> Upstream {
+        use std::io::ErrorKind::*;
+        let transient = matches!(
+            e.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut
+        );
+        Upstream::new(message, transient)
+    }
 }
 
 /// Connects to the first of `addrs` that answers and relays until both
@@ -30,7 +55,7 @@ pub async fn record(client: Client, host: String, port: u16, addrs: Vec<SocketAd
         signed_addr: String::new(),
         events: Vec::new(),
     };
-    let mut last_err = format!("no address for {}:{}", conn.host, port);
+    let mut last_err = Upstream::new(format!("no address for {}:{}", conn.host, port), false);
     let mut server = None;
     for a in &addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
@@ -39,9 +64,13 @@ pub async fn record(client: Client, host: String, port: u16, addrs: Vec<SocketAd
                 server = Some(s);
                 break;
             }
-            Ok(Err(e)) => last_err = format!("cannot connect to {}:{} ({a}): {e}", conn.host, port),
+            Ok(Err(e)) => {
+                let m = format!("cannot connect to {}:{} ({a}): {e}", conn.host, port);
+                last_err = Upstream::io(m, &e);
+            }
             Err(_) => {
-                last_err = format!("cannot connect to {}:{} ({a}): timed out", conn.host, port)
+                let m = format!("cannot connect to {}:{} ({a}): timed out", conn.host, port);
+                last_err = Upstream::new(m, true);
             }
         }
     }
@@ -65,7 +94,7 @@ async fn relay(
     client: Client,
     mut server: TcpStream,
     events: &mut Vec<Event>,
-) -> Result<(), String> {
+) -> Result<(), Upstream> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.split();
     let mut cbuf = vec![0u8; 64 * 1024];
@@ -95,7 +124,7 @@ async fn relay(
                 Ok(n) => {
                     events.push(Event::Client(cbuf[..n].to_vec()));
                     if let Err(e) = sw.write_all(&cbuf[..n]).await {
-                        return Err(format!("writing to the server: {e}"));
+                        return Err(Upstream::io(format!("writing to the server: {e}"), &e));
                     }
                 }
             },
@@ -111,7 +140,7 @@ async fn relay(
                     let _ = cw.shutdown().await;
                     // A reset after the client has finished is harmless.
                     if client_open {
-                        return Err(format!("reading from the server: {e}"));
+                        return Err(Upstream::io(format!("reading from the server: {e}"), &e));
                     }
                 }
                 Ok(n) => {
