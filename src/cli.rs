@@ -19,7 +19,17 @@ Exit codes:
   4    the supervisor could not run (the kernel lacks something it needs)
   70   internal error: a bug in tlsign-seccomp; no output file was written
   130  interrupted; no output file was written
-`run` exits with its command's status (128 + signal if it was killed).";
+`run` exits with its command's status (128 + signal if it was killed).
+
+Batches (sign --input, verify with several files or --input) go on past a
+failing entry and exit, at the end, with:
+  0    every entry signed with a 2xx status (or already signed), or verified
+  3    sign: some URL failed or got a non-2xx status (see the manifest)
+  1    verify: some transcript did not verify or could not be read (see the
+       report)
+  2    bad option, unreadable input list or output directory
+  4    the supervisor could not run; the batch stopped
+  130  interrupted: finished entries are kept; rerun the command to resume";
 
 /// Turn one HTTPS fetch into a transcript anyone can re-check offline.
 #[derive(Debug, Parser)]
@@ -51,10 +61,56 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// The https:// URL to fetch.
-    pub url: String,
+    #[arg(required_unless_present = "input", conflicts_with = "input")]
+    pub url: Option<String>,
     /// Where to write the transcript (written atomically).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "input",
+        conflicts_with = "input"
+    )]
+    pub output: Option<PathBuf>,
+    /// Batch: sign every URL in this file, one per line (`-` for standard
+    /// input; blank lines and `#` comments are skipped).
+    #[arg(
+        long,
+        value_name = "URLS",
+        requires = "out_dir",
+        help_heading = "Batch"
+    )]
+    pub input: Option<PathBuf>,
+    /// Batch: write one transcript per URL and manifest.jsonl here.
+    #[arg(long, value_name = "DIR", requires = "input", help_heading = "Batch")]
+    pub out_dir: Option<PathBuf>,
+    /// Batch options shared with the other subcommand.
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Batch: at most this many clients at once against one host (0: no
+    /// limit).
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 4,
+        requires = "input",
+        help_heading = "Batch"
+    )]
+    pub per_host: usize,
+    /// Batch: sign only shard K of N (0 <= K < N), chosen by a hash of
+    /// each URL, to split one list over N machines.
+    #[arg(long, value_name = "K/N", requires = "input", help_heading = "Batch")]
+    pub shard: Option<String>,
+    /// Batch: further attempts after a transient network failure (a reset,
+    /// a connect timeout, HTTP 408/429/502/503/504), waiting 1 s, 2 s, ...
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        requires = "input",
+        help_heading = "Batch"
+    )]
+    pub retries: u32,
     /// Also trust the CA certificates in this PEM file (repeatable).
     #[arg(long = "ca-file", value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
@@ -77,17 +133,41 @@ pub struct SignArgs {
     pub backend: crate::Backend,
 }
 
+/// Options shared by batch signing and verifying.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Batch: this many clients at once [default: 4 per CPU, at most 64].
+    #[arg(short, long, value_name = "N", help_heading = "Batch")]
+    pub jobs: Option<usize>,
+    /// Batch: a bar on a terminal, a line every 10 s otherwise (auto).
+    #[arg(long, value_enum, default_value_t = crate::batch::ProgressMode::Auto, help_heading = "Batch")]
+    pub progress: crate::batch::ProgressMode,
+}
+
 /// The arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The transcript to check.
-    pub file: PathBuf,
+    /// The transcript(s) to check; more than one makes a batch.
+    #[arg(required_unless_present = "input", conflicts_with = "input")]
+    pub files: Vec<PathBuf>,
+    /// Batch: check every transcript listed in this file, one path per line
+    /// (`-` for standard input).
+    #[arg(long, value_name = "FILES", help_heading = "Batch")]
+    pub input: Option<PathBuf>,
+    /// Batch: write the JSON Lines report here (atomically, at the end)
+    /// instead of to standard output, line by line.
+    #[arg(long, value_name = "FILE", help_heading = "Batch")]
+    pub report: Option<PathBuf>,
+    /// Batch options shared with the other subcommand.
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Also trust the CA certificates in this PEM file (repeatable). Trust
     /// anchors never come from the transcript.
     #[arg(long = "ca-file", value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
-    /// Write the verified body here (`-` for standard output).
-    #[arg(long, value_name = "FILE")]
+    /// Write the verified body here (`-` for standard output); one
+    /// transcript only.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
     pub body: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -203,18 +283,49 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             Ok(out.code)
         }
         Command::Sign(a) => {
+            let resolve = a
+                .resolve
+                .iter()
+                .map(|r| crate::sign::parse_resolve(r))
+                .collect::<Result<_, _>>()?;
+            let time = a.time.as_deref().map(parse_time).transpose()?;
+            let seed = a.seed.as_deref().map(parse_full_seed).transpose()?;
+            let timeout = timeout(a.timeout)?;
+            if let (Some(input), Some(out_dir)) = (a.input, a.out_dir) {
+                return sign_batch(crate::batch::sign::SignBatchOptions {
+                    input: crate::batch::Source::from_arg(&input),
+                    out_dir,
+                    jobs: a.batch.jobs.unwrap_or_else(crate::batch::default_jobs),
+                    per_host: a.per_host,
+                    shard: a
+                        .shard
+                        .as_deref()
+                        .map(crate::batch::Shard::parse)
+                        .transpose()?,
+                    retries: a.retries,
+                    backoff: std::time::Duration::from_secs(1),
+                    timeout,
+                    ca_files: a.ca_files,
+                    resolve,
+                    time,
+                    seed,
+                    backend: a.backend,
+                    progress: a.batch.progress,
+                });
+            }
+            let (Some(url), Some(output)) = (a.url, a.output) else {
+                return Err(Error::Usage(
+                    "sign needs a URL and --output, or --input and --out-dir".into(),
+                ));
+            };
             let opts = crate::sign::SignOptions {
-                resolve: a
-                    .resolve
-                    .iter()
-                    .map(|r| crate::sign::parse_resolve(r))
-                    .collect::<Result<_, _>>()?,
-                time: a.time.as_deref().map(parse_time).transpose()?,
-                seed: a.seed.as_deref().map(parse_full_seed).transpose()?,
-                timeout: timeout(a.timeout)?,
+                resolve,
+                time,
+                seed,
+                timeout,
                 backend: a.backend,
-                url: a.url,
-                output: a.output,
+                url,
+                output,
                 ca_files: a.ca_files,
             };
             let out = opts.output.clone();
@@ -244,10 +355,35 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             Ok(crate::exit::OK)
         }
         Command::Verify(a) => {
+            let timeout = timeout(a.timeout)?;
+            if a.input.is_some() || a.files.len() > 1 {
+                if a.body.is_some() {
+                    return Err(Error::Usage(
+                        "--body takes one transcript, not a batch".into(),
+                    ));
+                }
+                return verify_batch(crate::batch::verify::VerifyBatchOptions {
+                    files: match a.input {
+                        Some(i) => {
+                            crate::batch::verify::Files::List(crate::batch::Source::from_arg(&i))
+                        }
+                        None => crate::batch::verify::Files::Paths(a.files),
+                    },
+                    jobs: a.batch.jobs.unwrap_or_else(crate::batch::default_jobs),
+                    ca_files: a.ca_files,
+                    timeout,
+                    backend: a.backend,
+                    report: a.report,
+                    progress: a.batch.progress,
+                });
+            }
+            let Some(file) = a.files.into_iter().next() else {
+                return Err(Error::Usage("verify needs a transcript, or --input".into()));
+            };
             let opts = crate::verify::VerifyOptions {
-                file: a.file.clone(),
+                file: file.clone(),
                 ca_files: a.ca_files,
-                timeout: timeout(a.timeout)?,
+                timeout,
                 backend: a.backend,
             };
             let v = crate::verify::verify(opts)?;
@@ -257,7 +393,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             }
             eprintln!(
                 "verified {}: {} as fetched at {} (HTTP {}, {} body bytes, {} connection(s))",
-                a.file.display(),
+                file.display(),
                 t.url,
                 t.clock_start.to_rfc3339(),
                 t.response.status,
@@ -267,6 +403,54 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             Ok(crate::exit::OK)
         }
     }
+}
+
+/// A batch sign and its summary line.
+fn sign_batch(opts: crate::batch::sign::SignBatchOptions) -> Result<i32, Error> {
+    let manifest = opts
+        .out_dir
+        .join(crate::batch::sign::manifest_name(opts.shard));
+    let s = crate::batch::sign::sign_batch(opts)?;
+    let mut parts = vec![format!("{} ok", s.ok)];
+    if s.http_error > 0 {
+        parts.push(format!("{} HTTP error", s.http_error));
+    }
+    parts.push(format!("{} failed", s.failed));
+    parts.push(format!("{} skipped (already signed)", s.skipped));
+    if s.other_shard > 0 {
+        parts.push(format!("{} for other shards", s.other_shard));
+    }
+    eprintln!(
+        "{}signed {} URL(s): {} ({:.1} s, {:.1}/s{}); manifest: {}",
+        if s.interrupted { "interrupted; " } else { "" },
+        s.ok + s.http_error + s.failed,
+        parts.join(", "),
+        s.elapsed.as_secs_f64(),
+        s.rate(),
+        s.memory_note(),
+        manifest.display()
+    );
+    Ok(s.exit_code(crate::exit::SIGN_FAILED))
+}
+
+/// A batch verify and its summary line.
+fn verify_batch(opts: crate::batch::verify::VerifyBatchOptions) -> Result<i32, Error> {
+    let report = opts.report.clone();
+    let s = crate::batch::verify::verify_batch(opts)?;
+    eprintln!(
+        "{}checked {} transcript(s): {} verified, {} did not ({:.1} s, {:.1}/s{}){}",
+        if s.interrupted { "interrupted; " } else { "" },
+        s.ok + s.failed,
+        s.ok,
+        s.failed,
+        s.elapsed.as_secs_f64(),
+        s.rate(),
+        s.memory_note(),
+        report
+            .map(|r| format!("; report: {}", r.display()))
+            .unwrap_or_default()
+    );
+    Ok(s.exit_code(crate::exit::VERIFY_FAILED))
 }
 
 fn timeout(secs: u64) -> Result<std::time::Duration, Error> {

@@ -60,6 +60,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod cli;
 pub mod client;
 mod error;

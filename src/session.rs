@@ -22,7 +22,11 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, ClientOutcome};
 use crate::intercept::{self, target, Backend, ClientEnd, Stats};
-use crate::relay::{self, record::{Recorded, Upstream}, replay::Divergence};
+use crate::relay::{
+    self,
+    record::{Recorded, Upstream},
+    replay::Divergence,
+};
 use crate::transcript::Connection;
 use crate::world::{Destination, Scope, World, WorldConfig};
 use crate::Error;
@@ -72,13 +76,14 @@ pub struct Report {
 #[derive(Clone)]
 pub struct Cancel(tokio::sync::watch::Receiver<bool>);
 
-/// Trips every [`Cancel`] made from it.
-pub struct CancelSwitch(tokio::sync::watch::Sender<bool>);
+/// Trips every [`Cancel`] made from it; clones trip the same.
+#[derive(Clone)]
+pub struct CancelSwitch(Arc<tokio::sync::watch::Sender<bool>>);
 
 impl CancelSwitch {
     pub fn new() -> (CancelSwitch, Cancel) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (CancelSwitch(tx), Cancel(rx))
+        (CancelSwitch(Arc::new(tx)), Cancel(rx))
     }
 
     pub fn trip(&self) {

@@ -101,12 +101,10 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         timeout: opts.timeout,
         backend: opts.backend,
     };
-    let signed = session::one_shot(|cancel| async move {
-        fetch(job, cancel).await.map_err(|f| f.error)
-    })?;
-    transcript::write_file_atomic(&opts.output, &signed.transcript).map_err(|e| {
-        Error::SignFailed(format!("cannot write {}: {e}", opts.output.display()))
-    })?;
+    let signed =
+        session::one_shot(|cancel| async move { fetch(job, cancel).await.map_err(|f| f.error) })?;
+    transcript::write_file_atomic(&opts.output, &signed.transcript)
+        .map_err(|e| Error::SignFailed(format!("cannot write {}: {e}", opts.output.display())))?;
     Ok(signed)
 }
 
@@ -172,7 +170,14 @@ pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed,
         world,
         timeout: job.timeout,
     };
-    let report = session::run(spec, Ends::Record { resolve: job.resolve }, cancel).await?;
+    let report = session::run(
+        spec,
+        Ends::Record {
+            resolve: job.resolve,
+        },
+        cancel,
+    )
+    .await?;
 
     let mut connections = Vec::new();
     let mut upstream: Option<Upstream> = None;

@@ -1,0 +1,133 @@
+//! Many signs or verifies at once, on one tokio runtime in one process.
+//!
+//! The shape of a batch: a thread streams the input into a bounded channel
+//! ([`input`]); a dispatcher turns each entry into a task, holding at most
+//! a few times `jobs` of them; each task waits for its host's turn
+//! ([`hosts`]) and then for one of `jobs` run slots, runs one supervised
+//! client (the same [`crate::session`] a single sign uses), and reports
+//! through one JSON Lines writer ([`jsonl`]). Memory is bounded by `jobs`,
+//! not by the input.
+//!
+//! Ctrl-C (or SIGTERM) trips one switch: the dispatcher stops taking
+//! entries, running clients are killed and forgotten (no line, no file), and
+//! entries being written finish. What is on disk then agrees with the
+//! manifest, and a rerun resumes.
+
+mod hosts;
+mod input;
+mod jsonl;
+mod names;
+mod progress;
+pub mod sign;
+pub mod verify;
+
+use std::time::Duration;
+
+pub use input::Source;
+pub use names::{file_name, shard_of, Shard};
+pub use progress::Mode as ProgressMode;
+
+use crate::Error;
+
+/// The most concurrent clients a batch takes (`-j`).
+pub const MAX_JOBS: usize = 1024;
+
+/// How a batch ended. The exit status the CLI gives is
+/// [`Summary::exit_code`].
+#[derive(Debug)]
+pub struct Summary {
+    /// Signed with a 2xx final status, or verified.
+    pub ok: u64,
+    /// Signed, but the final status is not 2xx (sign only). The transcript
+    /// is kept: it proves what the server said.
+    pub http_error: u64,
+    /// No transcript (sign), or it does not verify or cannot be read
+    /// (verify).
+    pub failed: u64,
+    /// Already signed in the output directory, or listed twice.
+    pub skipped: u64,
+    /// Left to other shards (`--shard`).
+    pub other_shard: u64,
+    /// Stopped by SIGINT or SIGTERM before the input was done.
+    pub interrupted: bool,
+    /// Wall time of the batch.
+    pub elapsed: Duration,
+    /// The process's peak resident memory (VmHWM), if the kernel says.
+    pub peak_memory: Option<u64>,
+}
+
+impl Summary {
+    /// 130 if interrupted; else `failure_code` if anything failed; else 0.
+    pub fn exit_code(&self, failure_code: i32) -> i32 {
+        if self.interrupted {
+            crate::exit::INTERRUPTED
+        } else if self.failed + self.http_error > 0 {
+            failure_code
+        } else {
+            crate::exit::OK
+        }
+    }
+
+    /// Results per second.
+    pub fn rate(&self) -> f64 {
+        (self.ok + self.http_error + self.failed) as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
+
+    /// ", peak memory 38 MiB" or nothing.
+    pub fn memory_note(&self) -> String {
+        self.peak_memory
+            .map(|b| format!(", peak memory {} MiB", b.div_ceil(1 << 20)))
+            .unwrap_or_default()
+    }
+}
+
+/// Checks `-j`.
+pub fn check_jobs(jobs: usize) -> Result<usize, Error> {
+    if jobs == 0 || jobs > MAX_JOBS {
+        return Err(Error::Usage(format!(
+            "--jobs must be 1 to {MAX_JOBS}, but {jobs} is not"
+        )));
+    }
+    Ok(jobs)
+}
+
+/// The default `-j`: four clients per CPU. A sign mostly waits on the
+/// network, so a few per CPU keep the CPUs busy on a real crawl.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 4)
+        .min(64)
+}
+
+/// The runtime a batch runs on: one worker per CPU for the relays and the
+/// bookkeeping. Each client's syscalls are served on a thread of its own.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("batch")
+        .build()
+        .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))
+}
+
+/// VmHWM of this process, in bytes.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Shortens a message for a manifest or report line: the reason, not a
+/// client's whole stderr.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 1000;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
