@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use crate::intercept::{self, target, Backend, Stats};
@@ -56,11 +55,22 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         scope: Scope::Local,
     };
     let world = Arc::new(Mutex::new(World::new(cfg)));
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(target::MINIMAL_ENV.iter().copied())
-        .envs(opts.env.iter().map(|(k, v)| (k, v)));
+    let mut env: Vec<(OsString, OsString)> = target::MINIMAL_ENV
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    // A later KEY replaces an earlier one, as in Command::env.
+    for (k, v) in &opts.env {
+        env.retain(|(old, _)| old != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let cmd = target::Program {
+        path: program.clone(),
+        args: args.to_vec(),
+        env,
+        cwd: None,
+        capture: false,
+    };
     let running = intercept::start(opts.backend, cmd, Scope::Local, world, Box::new(|_, _| {}))
         .map_err(|e| match e {
             target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),

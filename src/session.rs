@@ -9,10 +9,10 @@
 //! one for a single job.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -264,23 +264,26 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
 
 /// The built-in client, re-executed from our own binary, with a fixed
 /// environment and working directory.
-fn client_command(spec: &Spec) -> Result<Command, Error> {
+fn client_command(spec: &Spec) -> Result<target::Program, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(client::CHILD_ARG).arg(&spec.url);
+    let mut args: Vec<OsString> = vec![client::CHILD_ARG.into(), spec.url.clone().into()];
     for ca in &spec.ca_files {
-        cmd.arg("--ca-file").arg(ca);
+        args.push("--ca-file".into());
+        args.push(ca.into());
     }
-    cmd.env_clear()
-        .envs(target::MINIMAL_ENV.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    Ok(target::Program {
+        path: exe.into(),
+        args,
+        env: target::MINIMAL_ENV
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
         // The root directory is the same on every machine; the caller's
         // working directory is not.
-        .current_dir("/");
-    Ok(cmd)
+        cwd: Some("/".into()),
+        capture: true,
+    })
 }
 
 /// The outcome the client printed, or why there is none.

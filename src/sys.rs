@@ -351,21 +351,6 @@ pub fn wait4(pid: i32, flags: i32) -> io::Result<Waited> {
     }
 }
 
-/// Makes `cmd` run [`child_install_filter`] between fork and exec.
-pub fn install_filter_before_exec(
-    cmd: &mut std::process::Command,
-    filter: Vec<libc::sock_filter>,
-    sock: RawFd,
-) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and makes only raw,
-    // async-signal-safe syscalls on data prepared before the fork (the
-    // filter, an fd number); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || child_install_filter(&filter, sock));
-    }
-}
-
 /// Takes ownership of an fd that SCM_RIGHTS just created in this process.
 pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the kernel created this fd for us in recvmsg; nothing else
@@ -464,4 +449,184 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // open and names the same file until the AsyncFd is dropped, and
     // OwnedFd::as_raw_fd always returns that one descriptor.
     Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
+}
+
+/// Everything the child of [`spawn_filtered`] needs, prepared before the
+/// clone: between clone and exec the child may not allocate.
+pub struct ExecPlan {
+    pub path: std::ffi::CString,
+    /// argv, NUL-terminated pointer array into `_strings`.
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    _strings: Vec<std::ffi::CString>,
+    pub cwd: Option<std::ffi::CString>,
+    /// stdin, stdout, stderr for the child, or inherit all three.
+    pub stdio: Option<[RawFd; 3]>,
+}
+
+// SAFETY: the raw pointers point into `_strings`, owned by the plan and
+// never mutated; moving the plan between threads moves them together.
+unsafe impl Send for ExecPlan {}
+
+impl ExecPlan {
+    pub fn new(
+        path: std::ffi::CString,
+        args: Vec<std::ffi::CString>,
+        env: Vec<std::ffi::CString>,
+        cwd: Option<std::ffi::CString>,
+        stdio: Option<[RawFd; 3]>,
+    ) -> ExecPlan {
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let mut strings = args;
+        strings.extend(env);
+        ExecPlan {
+            path,
+            argv,
+            envp,
+            _strings: strings,
+            cwd,
+            stdio,
+        }
+    }
+}
+
+/// What the clone child reads (and writes its errno to), shared with the
+/// parent: CLONE_VM.
+struct ChildShared<'a> {
+    plan: &'a ExecPlan,
+    filter: &'a [libc::sock_filter],
+    sock: RawFd,
+    mask: libc::sigset_t,
+    errno: std::sync::atomic::AtomicI32,
+}
+
+/// Starts `plan` with `filter` installed and its listener sent over `sock`
+/// (see [`child_install_filter`]), the way posix_spawn starts a program:
+/// clone(CLONE_VM | CLONE_VFORK), so the child borrows this process's
+/// memory until its exec instead of copying the page tables of a busy,
+/// many-threaded supervisor. (A fork here cost more CPU than the client's
+/// whole TLS fetch: page-table copies, TLB shootdowns on every CPU, and
+/// copy-on-write faults in every thread afterwards.) Returns the pid.
+pub fn spawn_filtered(
+    plan: &ExecPlan,
+    filter: &[libc::sock_filter],
+    sock: RawFd,
+) -> io::Result<i32> {
+    const STACK: usize = 256 << 10;
+    let mut stack = vec![0u8; STACK];
+    // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialize it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut all) };
+    let mut shared = ChildShared {
+        plan,
+        filter,
+        sock,
+        // SAFETY: as above; overwritten by pthread_sigmask below.
+        mask: unsafe { std::mem::zeroed() },
+        errno: std::sync::atomic::AtomicI32::new(0),
+    };
+    // No signal handler of ours may run in the child, which shares our
+    // memory: block every signal until the child has reset the handlers.
+    // SAFETY: both pointers are valid sigset_t.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    // SAFETY: the child runs `vfork_child` on its own stack (the top of
+    // `stack`, 16-byte aligned as the ABI wants) with a pointer to
+    // `shared`; CLONE_VFORK suspends this thread until the child has exec'd
+    // or exited, so `shared` and `stack` outlive every use by the child.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(STACK);
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            vfork_child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&shared as *const ChildShared<'_>).cast_mut().cast(),
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    let errno = shared.errno.load(std::sync::atomic::Ordering::SeqCst);
+    if errno != 0 {
+        // The child failed before its exec and has exited: reap it.
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid int.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(pid)
+}
+
+/// The clone child of [`spawn_filtered`]: raw syscalls only, no allocation,
+/// no locks (it runs in our memory while we are suspended).
+extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildShared the parent keeps alive until we exec
+    // or exit (CLONE_VFORK).
+    let s = unsafe { &*(arg as *const ChildShared<'_>) };
+    let fail = |e: io::Error| -> libc::c_int {
+        s.errno.store(
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        // SAFETY: _exit never returns and runs no atexit handlers.
+        unsafe { libc::_exit(127) }
+    };
+    // Handlers go back to default, as exec would do, before any signal can
+    // be delivered here.
+    for sig in 1..libc::SIGRTMAX() {
+        // SAFETY: sigaction is plain data; all-zero is valid to fill in.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: queries the disposition into a valid struct.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue;
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            // SAFETY: as above.
+            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            dfl.sa_sigaction = libc::SIG_DFL;
+            // SAFETY: sets a plain default disposition.
+            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: restores the mask the parent had before blocking everything.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut()) };
+    if let Some(fds) = s.plan.stdio {
+        for (target, fd) in fds.into_iter().enumerate() {
+            // SAFETY: dup2 on fds the parent keeps open; our fd table is
+            // our own (no CLONE_FILES).
+            if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
+                return fail(io::Error::last_os_error());
+            }
+        }
+    }
+    if let Some(cwd) = &s.plan.cwd {
+        // SAFETY: a NUL-terminated path owned by the plan.
+        if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+            return fail(io::Error::last_os_error());
+        }
+    }
+    if let Err(e) = child_install_filter(s.filter, s.sock) {
+        return fail(e);
+    }
+    // SAFETY: path, argv and envp are NUL-terminated and point into the
+    // plan, which outlives the exec.
+    unsafe {
+        libc::execve(
+            s.plan.path.as_ptr(),
+            s.plan.argv.as_ptr(),
+            s.plan.envp.as_ptr(),
+        )
+    };
+    fail(io::Error::last_os_error())
 }

@@ -24,8 +24,9 @@ pub mod served;
 pub mod target;
 pub mod vdso;
 
+use std::fs::File;
 use std::io;
-use std::process::{ChildStderr, ChildStdout, Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,8 +174,8 @@ pub struct Finished {
 pub struct Running {
     /// Its first process.
     pub pid: i32,
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
     /// Ends when every process of the program has exited.
     pub done: std::thread::JoinHandle<Result<Finished, SuperviseError>>,
 }
@@ -184,7 +185,7 @@ pub struct Running {
 /// Returns once the program runs, or with why it could not start.
 pub fn start(
     backend: Backend,
-    cmd: Command,
+    program: target::Program,
     scope: Scope,
     world: Arc<Mutex<World>>,
     sink: Box<ConnectionSink>,
@@ -194,9 +195,9 @@ pub fn start(
     let done = std::thread::Builder::new()
         .name(name)
         .spawn(move || match backend {
-            Backend::Seccomp => seccomp::supervise(cmd, scope, &world, sink, started_tx),
+            Backend::Seccomp => seccomp::supervise(&program, scope, &world, sink, started_tx),
             Backend::Ptrace | Backend::PtraceSeccomp => {
-                ptrace::supervise(backend, cmd, scope, &world, sink, started_tx)
+                ptrace::supervise(backend, program.command(), scope, &world, sink, started_tx)
             }
         })
         .map_err(|e| {
@@ -222,8 +223,8 @@ pub fn start(
 /// What a supervisor thread reports once its program runs.
 pub struct Started {
     pub pid: i32,
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
 }
 
 /// A preparation step's error as a reason the program could not start.

@@ -25,6 +25,7 @@
 //! threads' children.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -83,8 +84,8 @@ pub fn supervise(
     let root = i32::try_from(child.id()).unwrap_or(0);
     let _ = started.send(Ok(Started {
         pid: root,
-        stdout: child.stdout.take(),
-        stderr: child.stderr.take(),
+        stdout: child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+        stderr: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
     }));
     let mut t = Tracer {
         backend,

@@ -12,7 +12,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -60,7 +59,7 @@ impl Wait {
 /// Spawns `cmd` under the notification filter, reports it started, and
 /// services it until every process under the filter has exited.
 pub fn supervise(
-    mut cmd: Command,
+    program: &target::Program,
     scope: Scope,
     world: &Mutex<World>,
     mut sink: Box<ConnectionSink>,
@@ -71,19 +70,18 @@ pub fn supervise(
     let Some((prog, vdso)) = or_report(&started, prepared) else {
         return Err(SuperviseError::NotStarted);
     };
-    let Some((mut child, listener)) = or_report(&started, target::spawn(&mut cmd, prog)) else {
+    let Some((child, listener)) = or_report(&started, target::spawn(program, prog)) else {
         return Err(SuperviseError::NotStarted);
     };
-    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let pid = child.pid;
     let _ = started.send(Ok(Started {
         pid,
-        stdout: child.stdout.take(),
-        stderr: child.stderr.take(),
+        stdout: child.stdout,
+        stderr: child.stderr,
     }));
     let served = serve(listener, world, vdso, pid, &mut *sink);
     // Reap the first process whatever happened: serve kills it on failure.
     let waited = sys::wait4(pid, 0);
-    drop(child);
     let mut stats = served?;
     let waited = waited.map_err(SuperviseError::Listener)?;
     stats.client_cpu = waited.cpu;

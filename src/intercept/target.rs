@@ -1,8 +1,13 @@
 //! Starting a program under the filter.
 
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Child, Command};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use nix::sys::socket::{
     recv, recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
@@ -47,13 +52,81 @@ pub enum SpawnError {
     FilterRefused(io::Error),
 }
 
-/// Spawns `cmd` with ASLR off, no_new_privs, and `filter` installed with a
-/// listener, which is returned. The caller sets the environment and stdio.
+/// A program to start under a backend. Unlike std's `Command`, every part
+/// can be read back, so the seccomp backend can start it its own way.
+pub struct Program {
+    pub path: OsString,
+    pub args: Vec<OsString>,
+    /// The whole environment: nothing is inherited.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+    /// stdin from /dev/null and stdout/stderr piped to the supervisor;
+    /// otherwise all three are inherited.
+    pub capture: bool,
+}
+
+impl Program {
+    /// The same as a `Command` (for the ptrace backends, which fork).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(d) = &self.cwd {
+            cmd.current_dir(d);
+        }
+        if self.capture {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        cmd
+    }
+
+    /// The file to exec: `path` itself if it has a slash, else the first
+    /// executable match in the program's own PATH, as execvp would find.
+    fn resolve(&self) -> io::Result<PathBuf> {
+        let p = Path::new(&self.path);
+        if self.path.as_bytes().contains(&b'/') {
+            return Ok(p.to_path_buf());
+        }
+        let path_var = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "/usr/bin:/bin".into());
+        for dir in std::env::split_paths(&path_var) {
+            let cand = dir.join(p);
+            if let Ok(m) = std::fs::metadata(&cand) {
+                if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                    return Ok(cand);
+                }
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::ENOENT))
+    }
+}
+
+/// A started program: its pid and, if captured, its output pipes.
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
+}
+
+/// Starts `program` with ASLR off, no_new_privs, and `filter` installed with
+/// a listener, which is returned.
 pub fn spawn(
-    cmd: &mut Command,
+    program: &Program,
     filter: Vec<libc::sock_filter>,
-) -> Result<(Child, Listener), SpawnError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
+) -> Result<(Spawned, Listener), SpawnError> {
+    let name = program.path.to_string_lossy().into_owned();
+    let spawn_err = |source: io::Error| SpawnError::Spawn {
+        program: name.clone(),
+        source,
+    };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -61,9 +134,44 @@ pub fn spawn(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SpawnError::Listener(e.into()))?;
-    sys::install_filter_before_exec(cmd, filter, theirs.as_raw_fd());
-    let child = match cmd.spawn() {
-        Ok(c) => c,
+    let cstr = |s: &OsStr| {
+        CString::new(s.as_bytes())
+            .map_err(|_| spawn_err(io::Error::from_raw_os_error(libc::EINVAL)))
+    };
+    let path = program.resolve().map_err(spawn_err)?;
+    let mut args = vec![cstr(&program.path)?];
+    for a in &program.args {
+        args.push(cstr(a)?);
+    }
+    let mut env = Vec::with_capacity(program.env.len());
+    for (k, v) in &program.env {
+        let mut kv = k.clone();
+        kv.push("=");
+        kv.push(v);
+        env.push(cstr(&kv)?);
+    }
+    let cwd = program
+        .cwd
+        .as_deref()
+        .map(|d| cstr(d.as_os_str()))
+        .transpose()?;
+    // Our ends of the pipes are close-on-exec; the child gets dup2'd copies.
+    let pipes = if program.capture {
+        let null = File::open("/dev/null").map_err(spawn_err)?;
+        let (out_r, out_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+        Some((null, out_r, out_w, err_r, err_w))
+    } else {
+        None
+    };
+    let stdio = pipes
+        .as_ref()
+        .map(|(null, _, out_w, _, err_w)| [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]);
+    let plan = sys::ExecPlan::new(cstr(path.as_os_str())?, args, env, cwd, stdio);
+    let pid = match sys::spawn_filtered(&plan, &filter, theirs.as_raw_fd()) {
+        Ok(pid) => pid,
         Err(source) => {
             // A failed pre-exec step and a failed exec look alike from here:
             // the child says which it was.
@@ -73,15 +181,23 @@ pub fn spawn(
             return Err(if refused {
                 SpawnError::FilterRefused(source)
             } else {
-                SpawnError::Spawn { program, source }
+                spawn_err(source)
             });
         }
     };
     drop(theirs);
+    let (stdout, stderr) = match pipes {
+        Some((_, out_r, _, err_r, _)) => (Some(File::from(out_r)), Some(File::from(err_r))),
+        None => (None, None),
+    };
     let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
     let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();
     Ok((
-        child,
+        Spawned {
+            pid,
+            stdout,
+            stderr,
+        },
         Listener {
             fd,
             killable,
