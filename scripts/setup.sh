@@ -11,9 +11,11 @@
 #   curl                       the tests' fixture self-test (test-only)
 #   strace                     fault injection: kernel fallbacks (test-only)
 #   util-linux                 unshare and setpriv for the tests
+#   parallel                   GNU parallel: the sharding example of
+#                              docs/batch.md, run by tests/batch_shard.rs
 set -euo pipefail
 
-packages=(libseccomp-dev pkg-config gcc libc6-dev nginx openssl curl strace util-linux ca-certificates)
+packages=(libseccomp-dev pkg-config gcc libc6-dev nginx openssl curl strace util-linux ca-certificates parallel)
 
 missing=()
 for p in "${packages[@]}"; do
