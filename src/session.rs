@@ -3,14 +3,13 @@
 //!
 //! Threads: each run has a supervisor thread of its own, which starts the
 //! client (a tracee, and the client's parent-death signal, belong to the
-//! thread that forked it) and services its syscalls; two more collect the
-//! client's stdout and stderr. The relays are tasks on the caller's tokio
+//! thread that forked it) and services its syscalls. Reading the client's
+//! output and relaying its connections are tasks on the caller's tokio
 //! runtime, so one runtime drives a whole batch; [`one_shot`] makes a small
 //! one for a single job.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,7 +32,7 @@ use crate::Error;
 
 /// The most the client may print as its outcome: the largest body plus
 /// headers and framing.
-const MAX_OUTCOME: u64 = 300 << 20;
+const MAX_OUTCOME: usize = 300 << 20;
 
 /// Where redirected server connections go.
 pub enum Ends {
@@ -288,8 +287,8 @@ fn client_command(spec: &Spec) -> Result<target::Program, Error> {
 
 /// The outcome the client printed, or why there is none.
 async fn read_outcome(
-    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
-    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
     status: &std::process::ExitStatus,
 ) -> Result<ClientOutcome, String> {
     let out = join_collected(stdout).await;
@@ -386,24 +385,35 @@ async fn serve_connection(
     }
 }
 
-/// What a [`collect`] thread read; the client is gone, so its pipes are at
+/// What a [`collect`] task read; the client is gone, so its pipes are at
 /// their end or about to be.
-async fn join_collected(h: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+async fn join_collected(h: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
     match h {
-        Some(h) => tokio::task::spawn_blocking(move || h.join().unwrap_or_default())
-            .await
-            .unwrap_or_default(),
+        Some(h) => h.await.unwrap_or_default(),
         None => Vec::new(),
     }
 }
 
-/// Reads a pipe to its end on a thread, keeping at most `max` bytes.
-fn collect(mut r: impl Read + Send + 'static, max: u64) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
+/// Reads a pipe to its end in a task (no thread per client), keeping at
+/// most `max` bytes and draining the rest, so the client never blocks on a
+/// full pipe.
+fn collect(pipe: std::fs::File, max: usize) -> tokio::task::JoinHandle<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
         let mut buf = Vec::new();
-        let _ = (&mut r).take(max).read_to_end(&mut buf);
-        // Drain the rest so the client never blocks on a full pipe.
-        let _ = std::io::copy(&mut r, &mut std::io::sink());
+        let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_file(pipe) else {
+            return buf;
+        };
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = max.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            }
+        }
         buf
     })
 }
