@@ -12,6 +12,7 @@
 mod cmd;
 mod nobody;
 mod pki;
+pub mod proxy;
 mod servers;
 mod site;
 mod transcript_io;
