@@ -31,13 +31,22 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
+            // clap's message up to its usage, on one line: the first line
+            // alone may end in "not provided:" with the options below it.
             let msg = e.to_string();
-            let first = msg
+            let said: Vec<&str> = msg
                 .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            eprintln!("error: {first} (see --help)");
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let said = said.join(" ");
+            let said = said.trim_start_matches("error: ");
+            let said = if said.is_empty() {
+                "bad arguments"
+            } else {
+                said
+            };
+            eprintln!("error: {said} (see --help)");
             return ExitCode::from(tlsign_seccomp::exit::BAD_INPUT as u8);
         }
     };

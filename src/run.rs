@@ -74,6 +74,7 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
     let running = intercept::start(opts.backend, cmd, Scope::Local, world, Box::new(|_, _| {}))
         .map_err(|e| match e {
             target::SpawnError::Spawn { .. } => Error::Usage(e.to_string()),
+            target::SpawnError::Interrupted => Error::Interrupted,
             _ => Error::Environment(e.to_string()),
         })?;
     // Ctrl-C reaches the whole foreground group: let the command decide what

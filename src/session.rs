@@ -166,7 +166,10 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
     })
     .await
     .map_err(|e| Error::Environment(format!("cannot start the client: {e}")))?
-    .map_err(|e| env_err(&e))?;
+    .map_err(|e| match e {
+        target::SpawnError::Interrupted => Error::Interrupted,
+        e => env_err(&e),
+    })?;
     let pid = running.pid;
     let stdout = running.stdout.map(|s| collect(s, MAX_OUTCOME));
     let stderr = running.stderr.map(|s| collect(s, 64 << 10));

@@ -105,7 +105,9 @@ fn the_documented_gnu_parallel_example_splits_a_list_into_disjoint_shards() {
     // --tag: each shard's summary comes prefixed with its index.
     for k in 0..4 {
         assert!(
-            stderr.lines().any(|l| l.starts_with(&format!("{k}\t")) && l.contains("signed")),
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{k}\t")) && l.contains("signed")),
             "no summary tagged {k}:\n{stderr}"
         );
     }
@@ -120,7 +122,10 @@ fn the_documented_gnu_parallel_example_splits_a_list_into_disjoint_shards() {
             assert_eq!(v["status"], "ok", "{line}");
             let url = v["url"].as_str().unwrap().to_string();
             assert_eq!(documented_shard(&url, 4), k, "{url} in shard {k}");
-            assert!(work.join("signed").join(v["file"].as_str().unwrap()).is_file());
+            assert!(work
+                .join("signed")
+                .join(v["file"].as_str().unwrap())
+                .is_file());
             assert!(owner.insert(url.clone(), k).is_none(), "{url} signed twice");
         }
     }
@@ -152,7 +157,10 @@ fn the_documented_gnu_parallel_example_splits_a_list_into_disjoint_shards() {
     assert!(out.status.success(), "{stderr}");
     let skipped: u64 = stderr
         .lines()
-        .filter_map(|l| l.split(", ").find(|p| p.ends_with("skipped (already signed)")))
+        .filter_map(|l| {
+            l.split(", ")
+                .find(|p| p.ends_with("skipped (already signed)"))
+        })
         .map(|p| p.split(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(skipped, 48, "{stderr}");

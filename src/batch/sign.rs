@@ -310,20 +310,24 @@ async fn dispatch(
             drop(permit);
         });
     }
-    let interrupted = ctx.cancel.is_cancelled()
-        && ctx
-            .fatal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none();
-    if interrupted {
+    let stopped_by_signal = || {
+        ctx.cancel.is_cancelled()
+            && ctx
+                .fatal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+    };
+    if stopped_by_signal() {
         ctx.progress.note(&format!(
             "interrupted: stopping {} running client(s); finished URLs are kept",
             Counts::get(&ctx.counts.running)
         ));
     }
     while tasks.join_next().await.is_some() {}
-    interrupted
+    // Asked again: a stop may come while the last tasks run, after the
+    // input has ended.
+    stopped_by_signal()
 }
 
 /// Checks an entry and decides whether this shard signs it; a bad entry
@@ -394,10 +398,15 @@ async fn sign_one(ctx: &Ctx, job: Job) {
         drop(slot);
         let again = match &r {
             Ok(s) => retry_status(s.transcript.response.status),
+            // The client died of SIGINT or SIGTERM: a Ctrl-C reached the
+            // process group, perhaps before our own handler ran. Stop all.
             Err(Failed {
                 error: Error::Interrupted,
                 ..
-            }) => return,
+            }) => {
+                ctx.switch.trip();
+                return;
+            }
             Err(Failed {
                 error: e @ Error::Environment(_),
                 ..

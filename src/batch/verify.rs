@@ -176,13 +176,15 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
                 let line = match r {
                     Ok(line) => line,
                     Err(e) => {
+                        // An interrupted replay (its client died of a
+                        // Ctrl-C to the group) stops the batch too.
                         if !matches!(e, Error::Interrupted) {
                             fatal
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .get_or_insert(e);
-                            switch.trip();
                         }
+                        switch.trip();
                         return;
                     }
                 };
@@ -209,15 +211,17 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
                 progress.update();
             });
         }
-        let fatal_now = fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-        let interrupted = cancel.is_cancelled() && !fatal_now;
-        if interrupted {
+        let stopped_by_signal =
+            || cancel.is_cancelled() && fatal.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+        if stopped_by_signal() {
             progress.note(&format!(
                 "interrupted: stopping {} running replay(s)",
                 Counts::get(&counts.running)
             ));
         }
         while tasks.join_next().await.is_some() {}
+        // Asked again: a stop may come while the last replays run.
+        let interrupted = stopped_by_signal();
         signals.abort();
         progress.finish();
         drop(writer);

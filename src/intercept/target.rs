@@ -13,6 +13,10 @@ use nix::sys::socket::{
     recv, recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
 use crate::sys;
 
 /// The environment every supervised program starts with, whatever the
@@ -45,6 +49,10 @@ pub enum SpawnError {
     Spawn { program: String, source: io::Error },
     #[error("cannot set up the seccomp listener: {0}")]
     Listener(io::Error),
+    /// The program was killed by SIGINT or SIGTERM while it started: a
+    /// Ctrl-C to the process group, not a fault.
+    #[error("interrupted")]
+    Interrupted,
     /// The supervisor could not prepare (filter, vDSO patch, thread).
     #[error("{0}")]
     Setup(String),
@@ -190,7 +198,18 @@ pub fn spawn(
         Some((_, out_r, _, err_r, _)) => (Some(File::from(out_r)), Some(File::from(err_r))),
         None => (None, None),
     };
-    let (fd, killable) = receive_listener(&ours).map_err(SpawnError::Listener)?;
+    let (fd, killable) = match receive_listener(&ours) {
+        Ok(l) => l,
+        Err(e) => {
+            // The child is gone without its listener; reap it and see why.
+            return Err(match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+                Ok(WaitStatus::Signaled(_, Signal::SIGINT | Signal::SIGTERM, _)) => {
+                    SpawnError::Interrupted
+                }
+                _ => SpawnError::Listener(e),
+            });
+        }
+    };
     let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();
     Ok((
         Spawned {
