@@ -1,11 +1,11 @@
 //! Many signs or verifies at once, on one tokio runtime in one process.
 //!
 //! The shape of a batch: a thread streams the input into a bounded channel
-//! ([`input`]); a dispatcher turns each entry into a task, holding at most
+//! (`input`); a dispatcher turns each entry into a task, holding at most
 //! a few times `jobs` of them; each task waits for its host's turn
-//! ([`hosts`]) and then for one of `jobs` run slots, runs one supervised
-//! client (the same [`crate::session`] a single sign uses), and reports
-//! through one JSON Lines writer ([`jsonl`]). Memory is bounded by `jobs`,
+//! (`hosts`) and then for one of `jobs` run slots, runs one supervised
+//! client (the same `session` a single sign uses), and reports
+//! through one JSON Lines writer (`jsonl`). Memory is bounded by `jobs`,
 //! not by the input.
 //!
 //! Ctrl-C (or SIGTERM) trips one switch: the dispatcher stops taking
