@@ -28,4 +28,5 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The benchmarks' smoke modes (3 rounds): keep benches/ from rotting. The
 # figures of a real run are in docs/benchmarks.md.
 cargo bench --bench backends -- --quick
+cargo bench --bench batch -- --quick
 exec cargo test --no-fail-fast "$@"

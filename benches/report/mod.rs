@@ -10,6 +10,9 @@
 //! #[path = "report/mod.rs"]
 //! mod report;
 //! ```
+//!
+//! Shared by benches/backends.rs and benches/batch.rs; each uses a part
+//! (batch.rs allows the rest to go unused; the items only it uses say so).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -649,18 +652,226 @@ pub fn svg(r: &Results) -> String {
     s
 }
 
+/// One line of a [`line_svg`] plot: a name for the legend and its points
+/// (x, y); points with a non-finite y are left out.
+#[allow(dead_code)] // benches/batch.rs
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// What a [`line_svg`] plot shows.
+#[allow(dead_code)] // benches/batch.rs
+pub struct LinePlot<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    /// A log2 x axis with a tick at every power of two in range (x must be
+    /// positive); else linear.
+    pub log2_x: bool,
+    pub series: &'a [Series],
+}
+
+#[allow(dead_code)] // benches/batch.rs
+const LINE_COLORS: [&str; 6] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#76b7b2", "#b07aa1",
+];
+
+/// A self-contained SVG line plot: one line with dots per series, y from
+/// zero, a legend above.
+#[allow(dead_code)] // benches/batch.rs
+pub fn line_svg(p: &LinePlot) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 380.0;
+    const LEFT: f64 = 72.0;
+    const RIGHT: f64 = 696.0;
+    const TOP: f64 = 76.0;
+    const BOTTOM: f64 = 322.0;
+    const INK: &str = "#222222";
+
+    let points = || {
+        p.series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!p.log2_x || *x > 0.0))
+    };
+    let tx = |x: f64| if p.log2_x { x.log2() } else { x };
+    let (mut x_min, mut x_max) = points()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| {
+            (a.min(tx(*x)), b.max(tx(*x)))
+        });
+    if !x_min.is_finite() {
+        (x_min, x_max) = (0.0, 1.0);
+    }
+    if x_max <= x_min {
+        x_max = x_min + 1.0;
+    }
+    let y_data = points().map(|(_, y)| *y).fold(0.0_f64, f64::max);
+    let y_data = if y_data > 0.0 { y_data } else { 1.0 };
+    let step = nice_step(y_data);
+    let ticks = (y_data / step - 1e-9).ceil().max(1.0) as usize;
+    let y_max = ticks as f64 * step;
+    let decimals = tick_decimals(step);
+    // A margin inside the axes so end points are not on the frame.
+    let pad = (x_max - x_min) * 0.04;
+    let px = |x: f64| LEFT + (tx(x) - x_min + pad) / (x_max - x_min + 2.0 * pad) * (RIGHT - LEFT);
+    let py = |y: f64| BOTTOM - (y / y_max) * (BOTTOM - TOP);
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" font-family="sans-serif">"#
+    );
+    let _ = writeln!(s, "<title>{}</title>", xml_escape(p.title));
+    let _ = writeln!(s, r##"<rect width="{W}" height="{H}" fill="#ffffff"/>"##);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="26" text-anchor="middle" font-size="15" font-weight="bold" fill="{INK}">{}</text>"#,
+        W / 2.0,
+        xml_escape(p.title)
+    );
+
+    // Legend, centred: a short line with a dot, then the name.
+    let widths: Vec<f64> = p
+        .series
+        .iter()
+        .map(|s| 34.0 + 7.0 * s.name.chars().count() as f64)
+        .collect();
+    let mut lx = (W - widths.iter().sum::<f64>()) / 2.0;
+    let ly = 48.0;
+    for (i, (series, w)) in p.series.iter().zip(&widths).enumerate() {
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
+        let _ = writeln!(
+            s,
+            r#"<path d="M{lx:.1} {ly:.1}H{:.1}" stroke="{color}" stroke-width="2.5"/><circle cx="{:.1}" cy="{ly:.1}" r="3.5" fill="{color}"/><text x="{:.1}" y="{:.1}" font-size="12" fill="{INK}">{}</text>"#,
+            lx + 22.0,
+            lx + 11.0,
+            lx + 28.0,
+            ly + 4.0,
+            xml_escape(&series.name)
+        );
+        lx += w;
+    }
+
+    for k in 0..=ticks {
+        let v = k as f64 * step;
+        let ty = py(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{RIGHT}" y2="{ty:.1}" stroke="#dddddd" stroke-width="1"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="11" fill="{INK}">{v:.decimals$}</text>"##,
+            LEFT - 6.0,
+            ty + 4.0
+        );
+    }
+    // x ticks: powers of two on a log2 axis, else about five nice steps.
+    let x_ticks: Vec<f64> = if p.log2_x {
+        (x_min.ceil() as i32..=x_max.floor() as i32)
+            .map(|e| 2f64.powi(e))
+            .collect()
+    } else {
+        let step = nice_step(x_max - x_min);
+        let first = (x_min / step).ceil() as i64;
+        let last = (x_max / step).floor() as i64;
+        (first..=last).map(|k| k as f64 * step).collect()
+    };
+    for x in x_ticks {
+        let tx = px(x);
+        let label = if x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x}")
+        };
+        let _ = writeln!(
+            s,
+            r#"<path d="M{tx:.1} {BOTTOM}v5" stroke="{INK}" stroke-width="1"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{INK}">{label}</text>"#,
+            BOTTOM + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12" fill="{INK}">{}</text>"#,
+        (LEFT + RIGHT) / 2.0,
+        BOTTOM + 40.0,
+        xml_escape(p.x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle" font-size="12" fill="{INK}">{}</text>"#,
+        (TOP + BOTTOM) / 2.0,
+        xml_escape(p.y_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<path d="M{LEFT} {TOP}V{BOTTOM}H{RIGHT}" stroke="{INK}" stroke-width="1" fill="none"/>"#
+    );
+
+    for (i, series) in p.series.iter().enumerate() {
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
+        let pts: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!p.log2_x || *x > 0.0))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let d: Vec<String> = pts
+            .iter()
+            .enumerate()
+            .map(|(k, (x, y))| {
+                format!(
+                    "{}{:.1} {:.1}",
+                    if k == 0 { "M" } else { "L" },
+                    px(*x),
+                    py(*y)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<path d="{}" stroke="{color}" stroke-width="2.5" fill="none"/>"#,
+            d.join("")
+        );
+        for (x, y) in &pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{}: {} at {}</title></circle>"#,
+                px(*x),
+                py(*y),
+                xml_escape(&series.name),
+                fmt(*y, 1),
+                x
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 /// Replaces the generated block of `doc` between the markers (kept); adds
 /// the markers at the end when the file has none. A file with only one of
 /// the two is left alone with an error: guessing where the block ends could
 /// delete hand-written text.
 pub fn update_doc(doc: &Path, block: &str) -> io::Result<()> {
+    update_doc_block(doc, BEGIN_MARKER, END_MARKER, block)
+}
+
+/// [`update_doc`] for the block between the lines `begin_marker` and
+/// `end_marker` (each a whole line; another bench's block is left alone).
+pub fn update_doc_block(
+    doc: &Path,
+    begin_marker: &str,
+    end_marker: &str,
+    block: &str,
+) -> io::Result<()> {
     let text = match fs::read_to_string(doc) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
     let generated = format!(
-        "{BEGIN_MARKER}\n\n{}\n\n{END_MARKER}\n",
+        "{begin_marker}\n\n{}\n\n{end_marker}\n",
         block.trim_matches('\n')
     );
 
@@ -672,14 +883,14 @@ pub fn update_doc(doc: &Path, block: &str) -> io::Result<()> {
         lines.push((start, end, line.trim_end()));
         start = end;
     }
-    let begin = lines.iter().position(|l| l.2 == BEGIN_MARKER);
+    let begin = lines.iter().position(|l| l.2 == begin_marker);
     let end = begin.and_then(|b| {
         lines[b + 1..]
             .iter()
-            .position(|l| l.2 == END_MARKER)
+            .position(|l| l.2 == end_marker)
             .map(|e| b + 1 + e)
     });
-    let has_end = lines.iter().any(|l| l.2 == END_MARKER);
+    let has_end = lines.iter().any(|l| l.2 == end_marker);
 
     let updated = match (begin, end) {
         (Some(b), Some(e)) => {
@@ -700,7 +911,7 @@ pub fn update_doc(doc: &Path, block: &str) -> io::Result<()> {
         }
         _ => {
             let msg = format!(
-                "{}: the markers {BEGIN_MARKER:?} and {END_MARKER:?} are not both there, in order",
+                "{}: the markers {begin_marker:?} and {end_marker:?} are not both there, in order",
                 doc.display()
             );
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
@@ -711,7 +922,7 @@ pub fn update_doc(doc: &Path, block: &str) -> io::Result<()> {
 
 /// Writes through a temporary file in the same directory and a rename, so
 /// a reader (or a crash) never sees half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -741,6 +952,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Today's date in UTC, YYYY-MM-DD, as the generated blocks print it.
+#[allow(dead_code)] // benches/batch.rs
+pub fn today() -> String {
+    utc_date(now_secs())
 }
 
 fn now_secs() -> u64 {
@@ -873,6 +1090,68 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn update_doc_block_leaves_other_blocks_alone() {
+        let dir = scratch_dir("block");
+        let doc = dir.join("doc.md");
+        let (b, e) = ("<!-- BEGIN B -->", "<!-- END B -->");
+        fs::write(
+            &doc,
+            format!("{BEGIN_MARKER}\nA\n{END_MARKER}\n\nprose\n\n{b}\nold\n{e}\n"),
+        )
+        .unwrap();
+        update_doc_block(&doc, b, e, "new").unwrap();
+        assert_eq!(
+            fs::read_to_string(&doc).unwrap(),
+            format!("{BEGIN_MARKER}\nA\n{END_MARKER}\n\nprose\n\n{b}\n\nnew\n\n{e}\n")
+        );
+        update_doc(&doc, "A2").unwrap();
+        assert_eq!(
+            fs::read_to_string(&doc).unwrap(),
+            format!("{BEGIN_MARKER}\n\nA2\n\n{END_MARKER}\n\nprose\n\n{b}\n\nnew\n\n{e}\n")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn line_plot_log2_axis() {
+        let series = [
+            Series {
+                name: "a".into(),
+                points: vec![(1.0, 10.0), (4.0, 30.0), (64.0, 42.0)],
+            },
+            Series {
+                name: "b <&>".into(),
+                points: vec![(1.0, f64::NAN), (2.0, 5.0)],
+            },
+        ];
+        let svg = line_svg(&LinePlot {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            log2_x: true,
+            series: &series,
+        });
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        // Ticks at every power of two from 1 to 64, and y up to 50.
+        for t in ["1", "2", "4", "8", "16", "32", "64"] {
+            assert!(svg.contains(&format!(">{t}</text>")), "{t}");
+        }
+        assert!(svg.contains(">50</text>"));
+        assert!(svg.contains("b &lt;&amp;&gt;"));
+        // The NaN point is left out: 3 + 1 dots, plus 2 in the legend.
+        assert_eq!(svg.matches("<circle").count(), 6);
+        // An empty plot still draws.
+        let empty = line_svg(&LinePlot {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            log2_x: true,
+            series: &[],
+        });
+        assert!(empty.contains("</svg>"));
     }
 
     #[test]
