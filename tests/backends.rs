@@ -472,23 +472,9 @@ fn ptrace_backends_as_nobody() {
 /// `port`: (pid, command line).
 fn clients_for_port(port: u16) -> Vec<(i32, String)> {
     let needle = format!(":{port}/");
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == "__client") && args.iter().any(|a| a.contains(&needle)) {
-            found.push((pid, args.join(" ")));
-        }
-    }
-    found
+    processes_where(|args| {
+        args.iter().any(|a| a == "__client") && args.iter().any(|a| a.contains(&needle))
+    })
 }
 
 /// `sign --timeout 1` against a server that never answers, under each
@@ -550,17 +536,7 @@ fn timed_out_client_leaves_no_orphan_under_ptrace() {
 
         // Anything of the client still there shortly after is an orphan
         // (allow the kernel a moment to tear a killed process down).
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut left = clients_for_port(port);
-        while !left.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            left = clients_for_port(port);
-        }
-        for (pid, _) in &left {
-            // SAFETY: kill has no memory-safety preconditions; these are
-            // clients of the sign this test started.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
+        let left = left_running(|| clients_for_port(port));
         assert!(
             left.is_empty(),
             "sign --backend {b} exited ({status}) but left its client running: {left:?}"

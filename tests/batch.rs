@@ -231,21 +231,7 @@ fn with_stdin(cmd: Cmd, dir: &Path, input: &[u8]) -> Cmd {
 
 /// Processes (other than this one) with an argument containing `marker`.
 fn processes_with(marker: &str) -> Vec<(i32, String)> {
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if pid != me && cmdline.contains(marker) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
+    processes_where(|args| args.iter().any(|a| a.contains(marker)))
 }
 
 /// A batch started in the background, in its own process group, with its
@@ -323,17 +309,7 @@ impl Drop for Background {
 /// line are still there a second after the batch exited.
 #[track_caller]
 fn assert_no_process_with(marker: &str) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut left = processes_with(marker);
-    while !left.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        left = processes_with(marker);
-    }
-    for (pid, _) in &left {
-        // SAFETY: kill has no memory-safety preconditions; these run a URL
-        // only this test made up.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
-    }
+    let left = left_running(|| processes_with(marker));
     assert!(
         left.is_empty(),
         "the batch exited but left processes running: {left:?}"

@@ -12,6 +12,7 @@
 mod cmd;
 mod nobody;
 mod pki;
+mod procs;
 pub mod proxy;
 mod servers;
 mod site;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use cmd::{Cmd, Output};
 pub use nobody::{can_drop_privileges, open_up, NOBODY};
 pub use pki::{Cert, Pki};
+pub use procs::{left_running, processes_where};
 pub use servers::{free_port, HttpsServer, Nginx, SServer, SilentServer, TlsVersion};
 pub use site::Site;
 pub use transcript_io::{read_transcript, write_transcript};
