@@ -267,7 +267,11 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
 /// The built-in client, re-executed from our own binary, with a fixed
 /// environment and working directory.
 fn client_command(spec: &Spec) -> Result<target::Program, Error> {
-    let exe = std::env::current_exe()
+    // Looked up once: a batch starts a client per URL.
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let exe = EXE
+        .get_or_init(|| std::env::current_exe().map_err(|e| e.to_string()))
+        .clone()
         .map_err(|e| Error::Environment(format!("cannot find our own executable: {e}")))?;
     let mut args: Vec<OsString> = vec![client::CHILD_ARG.into(), spec.url.clone().into()];
     for ca in &spec.ca_files {

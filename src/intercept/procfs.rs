@@ -45,6 +45,23 @@ pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
         })
 }
 
+/// Where the vDSO of thread `tid`'s process starts (AT_SYSINFO_EHDR in its
+/// auxiliary vector); `None` if it has none. Much cheaper than
+/// [`vdso_range`], which makes the kernel format every mapping.
+pub fn vdso_base(tid: i32) -> io::Result<Option<u64>> {
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let auxv = fs::read(format!("/proc/{tid}/auxv"))?;
+    Ok(auxv
+        .chunks_exact(16)
+        .map(|e| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(&e[..8]), word(&e[8..]))
+        })
+        .find(|&(key, _)| key == AT_SYSINFO_EHDR)
+        .map(|(_, value)| value)
+        .filter(|&v| v != 0))
+}
+
 /// The address range of the `[vdso]` mapping of `pid` ("self" for our own).
 pub fn vdso_range(pid: &str) -> io::Result<Option<(u64, u64)>> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;

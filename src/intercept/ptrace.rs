@@ -95,7 +95,8 @@ pub fn supervise(
         sink,
         root,
         threads: HashMap::new(),
-        tgids: HashMap::new(),
+        // The first process leads its thread group: no /proc lookup for it.
+        tgids: HashMap::from([(root, root)]),
         listeners: [None, None],
         stats: Stats {
             backend,

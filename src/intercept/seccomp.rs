@@ -105,7 +105,8 @@ fn serve(
         fd: listener.fd.as_fd(),
         world,
         vdso,
-        tgids: HashMap::new(),
+        // The first process leads its thread group: no /proc lookup for it.
+        tgids: HashMap::from([(root, root)]),
         sink,
     };
     let mut stats = Stats {

@@ -82,6 +82,14 @@ impl VdsoPatch {
                 patches.push((off, code));
             }
         }
+        // Sorted and disjoint: `apply` checks the image between the sites.
+        patches.sort_by_key(|(off, _)| *off);
+        if patches
+            .windows(2)
+            .any(|w| w[0].0 + w[0].1.len() as u64 > w[1].0)
+        {
+            return Err(VdsoError::Elf("patched functions overlap"));
+        }
         if !patches.iter().any(|(_, c)| c[0] == 0xb8) {
             return Err(VdsoError::Elf("no clock functions found"));
         }
@@ -100,29 +108,42 @@ impl VdsoPatch {
     }
 
     /// Patches the vDSO of thread `tid`'s process. Idempotent.
+    ///
+    /// Runs once per exec, so it stays cheap: the vDSO's address comes from
+    /// the auxiliary vector (AT_SYSINFO_EHDR) rather than a walk of
+    /// /proc/PID/maps, and the image is checked against ours with one read.
     pub fn apply(&self, tid: i32) -> Result<(), VdsoError> {
         let write = |source| VdsoError::Write { pid: tid, source };
-        let Some((start, end)) = procfs::vdso_range(&tid.to_string()).map_err(write)? else {
+        let Some(start) = procfs::vdso_base(tid).map_err(write)? else {
             return Ok(());
         };
-        if end - start != self.image.len() as u64 {
-            return Err(VdsoError::Mismatch { pid: tid });
-        }
         let mem = OpenOptions::new()
             .read(true)
             .write(true)
             .open(format!("/proc/{tid}/mem"))
             .map_err(write)?;
+        let mut cur = vec![0u8; self.image.len()];
+        mem.read_exact_at(&mut cur, start).map_err(write)?;
+        // Every byte must be ours, except that a patch site may already be
+        // patched (a second brk(NULL) in the same image).
+        let mut todo = Vec::new();
+        let mut checked = 0;
         for (off, code) in &self.patches {
-            let mut cur = vec![0u8; code.len()];
-            mem.read_exact_at(&mut cur, start + off).map_err(write)?;
-            let orig = &self.image[*off as usize..*off as usize + code.len()];
-            if cur == *code {
-                continue;
-            }
-            if cur != orig {
+            let (a, b) = (*off as usize, *off as usize + code.len());
+            if cur[checked..a] != self.image[checked..a] {
                 return Err(VdsoError::Mismatch { pid: tid });
             }
+            if cur[a..b] == self.image[a..b] {
+                todo.push((off, code));
+            } else if cur[a..b] != code[..] {
+                return Err(VdsoError::Mismatch { pid: tid });
+            }
+            checked = b;
+        }
+        if cur[checked..] != self.image[checked..] {
+            return Err(VdsoError::Mismatch { pid: tid });
+        }
+        for (off, code) in todo {
             mem.write_all_at(code, start + off).map_err(write)?;
         }
         Ok(())

@@ -155,16 +155,33 @@ pub fn encode(t: &Transcript) -> Vec<u8> {
         .expect("zstd into memory fails only on a bad parameter or out of memory")
 }
 
-fn compress_into(out: Vec<u8>, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
-    encoder.window_log(ZSTD_WINDOW_LOG)?;
-    encoder.include_checksum(true)?;
-    encoder.include_contentsize(true)?;
-    // Lets zstd write the decompressed size into the frame header, so a
-    // reader can refuse an oversized file before decompressing anything.
-    encoder.set_pledged_src_size(Some(data.len() as u64))?;
-    encoder.write_all(data)?;
-    encoder.finish()
+fn compress_into(mut out: Vec<u8>, data: &[u8]) -> io::Result<Vec<u8>> {
+    use zstd::stream::raw::CParameter;
+    // A compression context costs more to set up (allocate and zero its
+    // tables) than a small transcript costs to compress: a batch keeps one
+    // per thread.
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let c = match &mut *cell {
+            Some(c) => c,
+            None => {
+                let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+                c.set_parameter(CParameter::WindowLog(ZSTD_WINDOW_LOG))?;
+                c.set_parameter(CParameter::ChecksumFlag(true))?;
+                // The whole input is given at once, so the frame header
+                // carries the decompressed size: a reader can refuse an
+                // oversized file before decompressing anything.
+                c.set_parameter(CParameter::ContentSizeFlag(true))?;
+                cell.insert(c)
+            }
+        };
+        out.extend_from_slice(&c.compress(data)?);
+        Ok(out)
+    })
 }
 
 /// Decodes the bytes of a transcript file, checking every bound in `limits`.
