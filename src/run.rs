@@ -83,8 +83,7 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
     crate::sys::ignore_interrupts();
     let finished = running
         .done
-        .join()
-        .map_err(|_| Error::Environment("the supervisor thread panicked".into()))?
+        .wait_blocking()
         .map_err(|e| Error::Environment(e.to_string()))?;
     let status = finished.status;
     let code = status

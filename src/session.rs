@@ -1,12 +1,13 @@
 //! One run of the built-in client under the supervisor, with its redirected
 //! connections going to the recorder (sign) or the replayer (verify).
 //!
-//! Threads: each run has a supervisor thread of its own, which starts the
-//! client (a tracee, and the client's parent-death signal, belong to the
-//! thread that forked it) and services its syscalls. Reading the client's
-//! output and relaying its connections are tasks on the caller's tokio
-//! runtime, so one runtime drives a whole batch; [`one_shot`] makes a small
-//! one for a single job.
+//! Threads: under seccomp, a run is served entirely by the task that calls
+//! [`run`]: its runtime waits for the client's syscalls, relays its
+//! connections, and the client's output is read once it ends. On a
+//! current-thread runtime ([`one_shot`], or each thread of a batch's pool)
+//! one thread then does everything for one client, with no hand-off between
+//! threads. Under ptrace the tracer is a thread of its own (a tracee belongs
+//! to the thread that forked it), and the relays stay tasks.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -146,26 +147,31 @@ pub fn on_signal(switch: CancelSwitch) -> Result<tokio::task::JoinHandle<()>, Er
 /// `cancel` kills the client and makes the result [`Error::Interrupted`].
 pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
+    // A batch may hand over a job just as it is stopped.
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
     let env_err = |e: &dyn std::fmt::Display| Error::Environment(e.to_string());
     let cmd = client_command(&spec)?;
     let world = Arc::new(Mutex::new(World::new(spec.world.clone())));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Destination, ClientEnd)>();
     let backend = spec.backend;
     let world2 = Arc::clone(&world);
-    // Starting waits for fork and exec: not on a runtime thread.
-    let running = tokio::task::spawn_blocking(move || {
-        intercept::start(
-            backend,
-            cmd,
-            Scope::Networked,
-            world2,
-            Box::new(move |to, s| {
-                let _ = tx.send((to, s));
-            }),
-        )
-    })
-    .await
-    .map_err(|e| Error::Environment(format!("cannot start the client: {e}")))?
+    let sink: Box<intercept::ConnectionSink> = Box::new(move |to, s| {
+        let _ = tx.send((to, s));
+    });
+    let running = if backend == Backend::Seccomp {
+        // Served from this task's runtime: see `intercept::start_here`.
+        intercept::start_here(&cmd, Scope::Networked, world2, sink)
+    } else {
+        // ptrace needs a thread of its own, and starting waits for fork and
+        // exec: not on a runtime thread.
+        tokio::task::spawn_blocking(move || {
+            intercept::start(backend, cmd, Scope::Networked, world2, sink)
+        })
+        .await
+        .map_err(|e| Error::Environment(format!("cannot start the client: {e}")))?
+    }
     .map_err(|e| match e {
         target::SpawnError::Interrupted => Error::Interrupted,
         e => env_err(&e),
@@ -173,7 +179,7 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
     let pid = running.pid;
     let stdout = running.stdout.map(|s| collect(s, MAX_OUTCOME));
     let stderr = running.stderr.map(|s| collect(s, 64 << 10));
-    let done = running.done;
+    let running_done = running.done;
 
     let ends = Arc::new(ends);
     let deadline = tokio::time::Instant::now() + spec.timeout;
@@ -226,15 +232,11 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
         };
         results.push((index, r));
     }
-    // The channel closed, so the supervisor thread is ending: joining it
-    // blocks only briefly, but not on a runtime thread.
-    let finished = match tokio::task::spawn_blocking(move || done.join()).await {
-        Ok(Ok(Ok(f))) => f,
-        Ok(Ok(Err(e))) => return Err(Error::Environment(format!("supervisor: {e}"))),
-        Ok(Err(_)) | Err(_) => {
-            return Err(Error::Environment("the supervisor thread panicked".into()))
-        }
-    };
+    // The channel closed, so the supervisor is ending.
+    let finished = running_done
+        .wait()
+        .await
+        .map_err(|e| Error::Environment(format!("supervisor: {e}")))?;
     let status = finished.status;
     // The client killed by the signal a Ctrl-C sends the whole group: the
     // supervisor's own copy may not have been seen yet.
@@ -294,15 +296,21 @@ fn client_command(spec: &Spec) -> Result<target::Program, Error> {
 
 /// The outcome the client printed, or why there is none.
 async fn read_outcome(
-    stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
-    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    stdout: Option<Collected>,
+    stderr: Option<Collected>,
     status: &std::process::ExitStatus,
 ) -> Result<ClientOutcome, String> {
-    let out = join_collected(stdout).await;
+    let out = match stdout {
+        Some(c) => c.take().await,
+        None => Vec::new(),
+    };
     if let Ok(o) = client::decode_outcome(&out) {
         return Ok(o);
     }
-    let err = join_collected(stderr).await;
+    let err = match stderr {
+        Some(c) => c.take().await,
+        None => Vec::new(),
+    };
     let err = String::from_utf8_lossy(&err);
     let last = err
         .lines()
@@ -392,23 +400,45 @@ async fn serve_connection(
     }
 }
 
-/// What a [`collect`] task read; the client is gone, so its pipes are at
-/// their end or about to be.
-async fn join_collected(h: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    match h {
-        Some(h) => h.await.unwrap_or_default(),
-        None => Vec::new(),
+/// A client's stdout or stderr, being collected.
+enum Collected {
+    /// A pipe, read by a task while the client runs.
+    Pipe(tokio::task::JoinHandle<Vec<u8>>),
+    /// A file (a memfd), read once the client is gone.
+    File(std::fs::File, usize),
+}
+
+impl Collected {
+    /// Everything read, at most `max` bytes; the client is gone, so a pipe
+    /// is at its end or about to be.
+    async fn take(self) -> Vec<u8> {
+        match self {
+            Collected::Pipe(h) => h.await.unwrap_or_default(),
+            Collected::File(f, max) => {
+                use std::io::{Read, Seek};
+                let mut buf = Vec::new();
+                let mut f = f;
+                if f.rewind().is_ok() {
+                    let _ = f.take(max as u64).read_to_end(&mut buf);
+                }
+                buf
+            }
+        }
     }
 }
 
-/// Reads a pipe to its end in a task (no thread per client), keeping at
-/// most `max` bytes and draining the rest, so the client never blocks on a
-/// full pipe.
-fn collect(pipe: std::fs::File, max: usize) -> tokio::task::JoinHandle<Vec<u8>> {
+/// Collects a client's output: a file as is, a pipe by a task (no thread
+/// per client) that keeps at most `max` bytes and drains the rest, so the
+/// client never blocks on a full pipe.
+fn collect(out: std::fs::File, max: usize) -> Collected {
+    use std::os::unix::fs::FileTypeExt;
     use tokio::io::AsyncReadExt;
-    tokio::spawn(async move {
+    if !out.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        return Collected::File(out, max);
+    }
+    Collected::Pipe(tokio::spawn(async move {
         let mut buf = Vec::new();
-        let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_file(pipe) else {
+        let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_file(out) else {
             return buf;
         };
         let mut chunk = vec![0u8; 16 << 10];
@@ -422,5 +452,5 @@ fn collect(pipe: std::fs::File, max: usize) -> tokio::task::JoinHandle<Vec<u8>> 
             }
         }
         buf
-    })
+    }))
 }

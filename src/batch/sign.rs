@@ -25,6 +25,7 @@ use super::hosts::Hosts;
 use super::input::{self, Entry, Source};
 use super::jsonl;
 use super::names::{self, Shard};
+use super::pool::Pool;
 use super::progress::{self, Counts, Progress};
 use super::{clip, Summary};
 use crate::session::{self, Cancel, CancelSwitch};
@@ -142,6 +143,8 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
         .map_err(|e| Error::Environment(format!("{}: {e}", manifest_path.display())))?;
     let entries_total = opts.input.count_entries();
     let rt = super::runtime()?;
+    // Outside the runtime: dropping it waits for its threads.
+    let pool = Arc::new(Pool::new(opts.jobs, "batch-client")?);
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
         let (writer, handle) = jsonl::Writer::spawn(Box::new(manifest_file), Some(sync))
@@ -157,6 +160,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
             progress,
             hosts: Hosts::new(opts.per_host),
             slots: Semaphore::new(opts.jobs),
+            pool: Arc::clone(&pool),
             cancel: cancel.clone(),
             switch,
             fatal: Mutex::new(None),
@@ -221,6 +225,8 @@ struct Ctx {
     progress: Progress,
     hosts: Hosts,
     slots: Semaphore,
+    /// Where clients run: as many threads as slots.
+    pool: Arc<Pool>,
     cancel: Cancel,
     switch: CancelSwitch,
     /// Why the batch stopped on its own: the supervisor cannot run, the
@@ -393,7 +399,18 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             timeout: t.timeout,
             backend: t.backend,
         };
-        let r = one::fetch(fetch, ctx.cancel.clone()).await;
+        let cancel = ctx.cancel.clone();
+        let r = match ctx
+            .pool
+            .run(move |rt| rt.block_on(one::fetch(fetch, cancel)))
+            .await
+        {
+            Ok(r) => r,
+            Err(error) => Err(Failed {
+                error,
+                transient: false,
+            }),
+        };
         Counts::sub(&ctx.counts.running);
         drop(slot);
         let again = match &r {

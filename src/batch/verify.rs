@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use super::input::{self, Source};
 use super::jsonl;
 use super::names;
+use super::pool::Pool;
 use super::progress::{self, Counts, Progress};
 use super::{clip, Summary};
 use crate::session::{self, CancelSwitch};
@@ -120,6 +121,8 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
         Files::List(s) => s.count_entries(),
     };
     let rt = super::runtime()?;
+    // Outside the runtime: dropping it waits for its threads.
+    let pool = Arc::new(Pool::new(opts.jobs, "batch-client")?);
     let summary = rt.block_on(async {
         let mut files = feed(opts.files)?;
         let (writer, handle) = jsonl::Writer::spawn(out, None)
@@ -158,7 +161,8 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
                 _ = cancel.cancelled() => break,
                 s = Arc::clone(&slots).acquire_owned() => s.expect("never closed"),
             };
-            let (cancel, switch, counts, progress, writer, fatal, ca_files) = (
+            let (pool, cancel, switch, counts, progress, writer, fatal, ca_files) = (
+                Arc::clone(&pool),
                 cancel.clone(),
                 switch.clone(),
                 Arc::clone(&counts),
@@ -170,7 +174,12 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
             let (timeout, backend) = (opts.timeout, opts.backend);
             tasks.spawn(async move {
                 Counts::add(&counts.running, 1);
-                let r = verify_one(path, ca_files, timeout, backend, cancel).await;
+                let r = pool
+                    .run(move |rt| {
+                        rt.block_on(verify_one(path, ca_files, timeout, backend, cancel))
+                    })
+                    .await
+                    .and_then(|r| r);
                 Counts::sub(&counts.running);
                 drop(slot);
                 let line = match r {
@@ -294,10 +303,8 @@ async fn verify_one(
 ) -> Result<ReportLine, Error> {
     let started = Instant::now();
     let file = path.display().to_string();
-    let p = path.clone();
-    let read = tokio::task::spawn_blocking(move || transcript::read_file(&p, &Limits::default()))
-        .await
-        .map_err(|e| Error::Environment(format!("reading {file}: {e}")))?;
+    // On a pool thread of its own (see `Pool`): reading blocks nobody else.
+    let read = transcript::read_file(&path, &Limits::default());
     let mut line = ReportLine {
         file,
         status: Status::Unreadable,

@@ -10,9 +10,11 @@
 //! - [`Backend::Ptrace`]: the original tlsign design, `PTRACE_SYSCALL`,
 //!   stopping at every syscall entry and exit (`ptrace.rs`).
 //!
-//! Each runs the supervised program on a thread of its own and hands every
-//! redirected connection to a sink; `decode.rs` turns raw syscalls into the
-//! world's requests for all of them.
+//! Each can run the supervised program from a thread of its own
+//! ([`start`]); seccomp can also be served by a task on the caller's tokio
+//! runtime ([`start_here`]), which is how sign and verify run it. Every
+//! redirected connection goes to a sink; `decode.rs` turns raw syscalls
+//! into the world's requests for all of them.
 
 pub mod decode;
 pub mod filter;
@@ -150,6 +152,9 @@ pub enum SuperviseError {
     /// Starting failed; `start`'s caller already has the reason.
     #[error("the program did not start")]
     NotStarted,
+    /// The supervisor ended without a word (its thread panicked).
+    #[error("the supervisor ended without a result")]
+    Vanished,
     #[error("seccomp listener failed: {0}")]
     Listener(io::Error),
     #[error("ptrace failed: {0}")]
@@ -177,7 +182,25 @@ pub struct Running {
     pub stdout: Option<File>,
     pub stderr: Option<File>,
     /// Ends when every process of the program has exited.
-    pub done: std::thread::JoinHandle<Result<Finished, SuperviseError>>,
+    pub done: Done,
+}
+
+/// How the supervision of a running program ends, from a thread of its
+/// own ([`start`]) or from a task on the caller's runtime ([`start_here`]).
+pub struct Done(tokio::sync::oneshot::Receiver<Result<Finished, SuperviseError>>);
+
+impl Done {
+    /// Waits for the end (an async caller).
+    pub async fn wait(self) -> Result<Finished, SuperviseError> {
+        self.0.await.unwrap_or(Err(SuperviseError::Vanished))
+    }
+
+    /// Waits for the end (a caller outside any async runtime).
+    pub fn wait_blocking(self) -> Result<Finished, SuperviseError> {
+        self.0
+            .blocking_recv()
+            .unwrap_or(Err(SuperviseError::Vanished))
+    }
 }
 
 /// Starts `cmd` under `backend` in the world `world`, on a supervisor
@@ -191,14 +214,18 @@ pub fn start(
     sink: Box<ConnectionSink>,
 ) -> Result<Running, target::SpawnError> {
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let name = format!("{backend}-supervisor");
-    let done = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || match backend {
-            Backend::Seccomp => seccomp::supervise(&program, scope, &world, sink, started_tx),
-            Backend::Ptrace | Backend::PtraceSeccomp => {
-                ptrace::supervise(backend, program.command(), scope, &world, sink, started_tx)
-            }
+        .spawn(move || {
+            let r = match backend {
+                Backend::Seccomp => seccomp::supervise(&program, scope, &world, sink, started_tx),
+                Backend::Ptrace | Backend::PtraceSeccomp => {
+                    ptrace::supervise(backend, program.command(), scope, &world, sink, started_tx)
+                }
+            };
+            let _ = done_tx.send(r);
         })
         .map_err(|e| {
             target::SpawnError::Setup(format!("cannot start the supervisor thread: {e}"))
@@ -208,16 +235,44 @@ pub fn start(
             pid: s.pid,
             stdout: s.stdout,
             stderr: s.stderr,
-            done,
+            done: Done(done_rx),
         }),
         Ok(Err(e)) => {
-            let _ = done.join();
+            let _ = thread.join();
             Err(e)
         }
         Err(_) => Err(target::SpawnError::Setup(
             "the supervisor thread ended before starting the program".into(),
         )),
     }
+}
+
+/// Starts `program` under the seccomp backend and supervises it from a
+/// task on the current tokio runtime, not a thread of its own: with a
+/// current-thread runtime, one thread then serves a client's syscalls and
+/// relays its connections, with no hand-off between threads. Waiting in
+/// epoll costs a few microseconds per notification more than blocking in
+/// RECV (docs/benchmarks.md), far less than the hand-offs it saves.
+///
+/// Must be called on a tokio runtime. The client's parent-death signal is
+/// tied to the calling thread.
+pub fn start_here(
+    program: &target::Program,
+    scope: Scope,
+    world: Arc<Mutex<World>>,
+    sink: Box<ConnectionSink>,
+) -> Result<Running, target::SpawnError> {
+    let (child, listening) = seccomp::launch(program, scope)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = done_tx.send(listening.serve_here(&world, sink).await);
+    });
+    Ok(Running {
+        pid: child.pid,
+        stdout: child.stdout,
+        stderr: child.stderr,
+        done: Done(done_rx),
+    })
 }
 
 /// What a supervisor thread reports once its program runs.

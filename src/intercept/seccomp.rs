@@ -65,22 +65,88 @@ pub fn supervise(
     mut sink: Box<ConnectionSink>,
     started: StartedTx,
 ) -> Result<Finished, SuperviseError> {
-    let prepared = setup(filter::program(scope, filter::Catch::Notify))
-        .and_then(|prog| Ok((prog, setup(VdsoPatch::shared())?)));
-    let Some((prog, vdso)) = or_report(&started, prepared) else {
+    let Some((child, listening)) = or_report(&started, launch(program, scope)) else {
         return Err(SuperviseError::NotStarted);
     };
-    let Some((child, listener)) = or_report(&started, target::spawn(program, prog)) else {
-        return Err(SuperviseError::NotStarted);
-    };
-    let pid = child.pid;
     let _ = started.send(Ok(Started {
-        pid,
+        pid: child.pid,
         stdout: child.stdout,
         stderr: child.stderr,
     }));
-    let served = serve(listener, world, vdso, pid, &mut *sink);
-    // Reap the first process whatever happened: serve kills it on failure.
+    let served = serve(
+        listening.listener,
+        world,
+        listening.vdso,
+        listening.pid,
+        &mut *sink,
+    );
+    finish(listening.pid, served)
+}
+
+/// A program started under the filter, its listener not yet served.
+pub struct Listening {
+    pid: i32,
+    listener: Listener,
+    vdso: Option<&'static VdsoPatch>,
+}
+
+/// Starts `program` under the notification filter.
+pub fn launch(
+    program: &target::Program,
+    scope: Scope,
+) -> Result<(target::Spawned, Listening), target::SpawnError> {
+    let prog = setup(filter::program(scope, filter::Catch::Notify))?;
+    let vdso = setup(VdsoPatch::shared())?;
+    let (child, listener) = target::spawn(program, prog)?;
+    let listening = Listening {
+        pid: child.pid,
+        listener,
+        vdso,
+    };
+    Ok((child, listening))
+}
+
+impl Listening {
+    /// [`supervise`]'s service, as a task on the current tokio runtime
+    /// (see `intercept::start_here`).
+    pub async fn serve_here(
+        self,
+        world: &Mutex<World>,
+        mut sink: Box<ConnectionSink>,
+    ) -> Result<Finished, SuperviseError> {
+        let pid = self.pid;
+        let served = match sys::async_fd(self.listener.fd) {
+            Ok(fd) => {
+                let mut s = Supervisor {
+                    fd: fd.get_ref().as_fd(),
+                    world,
+                    vdso: self.vdso,
+                    tgids: HashMap::from([(pid, pid)]),
+                    sink: &mut *sink,
+                };
+                let mut stats = Stats {
+                    backend: Backend::Seccomp,
+                    killable: self.listener.killable,
+                    sync_wakeup: self.listener.sync_wakeup,
+                    ..Stats::default()
+                };
+                let r = s.serve_async(&fd, &mut stats).await;
+                r.map(|()| stats)
+            }
+            Err(e) => Err(SuperviseError::Listener(e)),
+        };
+        if served.is_err() {
+            kill_program(pid);
+        }
+        // Every process under the filter is gone: reaping the first one
+        // blocks this thread only briefly.
+        finish(pid, served)
+    }
+}
+
+/// Reaps the program's first process, whatever happened to the service:
+/// on failure it was killed.
+fn finish(pid: i32, served: Result<Stats, SuperviseError>) -> Result<Finished, SuperviseError> {
     let waited = sys::wait4(pid, 0);
     let mut stats = served?;
     let waited = waited.map_err(SuperviseError::Listener)?;
@@ -89,6 +155,12 @@ pub fn supervise(
         status: std::process::ExitStatus::from_raw(waited.status),
         stats,
     })
+}
+
+/// Kills the whole program (`root` is its first pid), so no target is left
+/// waiting for an answer that never comes.
+fn kill_program(root: i32) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(root), nix::sys::signal::Signal::SIGKILL);
 }
 
 /// Services `listener` until every process under the filter has exited.
@@ -123,7 +195,7 @@ fn serve(
         wait => s.run(wait, &mut stats),
     };
     if r.is_err() {
-        let _ = nix::sys::signal::kill(Pid::from_raw(root), nix::sys::signal::Signal::SIGKILL);
+        kill_program(root);
     }
     r.map(|()| stats)
 }
@@ -160,8 +232,8 @@ impl Supervisor<'_> {
         }
     }
 
-    /// The same loop with the wait on a tokio runtime (epoll), as a
-    /// supervisor sharing one runtime with its relays would do it.
+    /// The same loop with the wait on a tokio runtime of its own (epoll),
+    /// for comparing waits (`TLSIGN_SECCOMP_WAIT=async`).
     fn run_async(&mut self, stats: &mut Stats) -> Result<(), SuperviseError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -173,19 +245,36 @@ impl Supervisor<'_> {
             .map_err(SuperviseError::Listener)?;
         rt.block_on(async {
             let afd = sys::async_fd(fd).map_err(SuperviseError::Listener)?;
+            self.serve_async(&afd, stats).await
+        })
+    }
+
+    /// Waits on `afd` (the listener, registered with the current runtime)
+    /// and handles each notification, until nobody is left.
+    async fn serve_async(
+        &mut self,
+        afd: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+        stats: &mut Stats,
+    ) -> Result<(), SuperviseError> {
+        loop {
+            let mut guard = afd.readable().await.map_err(SuperviseError::Listener)?;
+            // Cleared before draining: a notification arriving meanwhile
+            // marks it ready again. Every pending one is handled before the
+            // next wait, as epoll reports edges, not levels.
+            guard.clear_ready();
             loop {
-                let mut guard = afd.readable().await.map_err(SuperviseError::Listener)?;
-                guard.clear_ready();
+                // POLLIN means a notification is pending, so RECV does not
+                // block: a withdrawn one makes it fail with ENOENT.
                 match self.ready(PollTimeout::ZERO)? {
                     Ready::Notification => {}
                     Ready::Gone => return Ok(()),
-                    Ready::Spurious => continue,
+                    Ready::Spurious => break,
                 }
                 if !self.receive(stats)? {
                     return Ok(());
                 }
             }
-        })
+        }
     }
 
     fn ready(&self, timeout: PollTimeout) -> Result<Ready, SuperviseError> {
@@ -264,12 +353,14 @@ impl Supervisor<'_> {
                 return Err(fail(source));
             }
         };
-        // Everything read from the target above belongs to notification
+        // What was read from the target above belongs to notification
         // `n.id` only if it is still pending: otherwise the thread may have
-        // died and its id been reused.
-        if !sys::notif_id_valid(self.fd, n.id) {
-            return Ok(());
-        }
+        // died and its id been reused. Every answer is tied to the id, so
+        // the kernel refuses one to a dead notification, and the world
+        // commits only answers that landed; only writes into the target's
+        // memory, which happen before the answer, check the id first (see
+        // `carry_out`).
+        //
         // From here on, failing /proc lookups or fd operations usually mean
         // the caller died meanwhile: then the notification is simply gone.
         let gone_or = |s: &Self, e: io::Error| {
@@ -312,6 +403,10 @@ impl Supervisor<'_> {
             }
             Answer::Errno(e) => sys::notif_send(self.fd, n.id, 0, -e, 0),
             Answer::Return { writes, ret } => {
+                // A reused id would be some other thread's memory.
+                if !writes.is_empty() && !sys::notif_id_valid(self.fd, n.id) {
+                    return Ok(false);
+                }
                 for (addr, data) in &writes {
                     if mem::write_mem(tid, *addr, data).is_err() {
                         return sys::notif_send(self.fd, n.id, 0, -libc::EFAULT, 0).map(|_| false);

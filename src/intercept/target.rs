@@ -3,7 +3,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -68,8 +68,9 @@ pub struct Program {
     /// The whole environment: nothing is inherited.
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
-    /// stdin from /dev/null and stdout/stderr piped to the supervisor;
-    /// otherwise all three are inherited.
+    /// stdin from /dev/null and stdout/stderr captured by the supervisor
+    /// (memfds under seccomp, pipes under ptrace); otherwise all three are
+    /// inherited.
     pub capture: bool,
 }
 
@@ -117,11 +118,21 @@ impl Program {
     }
 }
 
-/// A started program: its pid and, if captured, its output pipes.
+/// A started program: its pid and, if captured, its output: memfds to read
+/// once it has ended.
 pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
+}
+
+/// /dev/null, opened once (close-on-exec) for every client's stdin.
+fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static NULL: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if NULL.get().is_none() {
+        let _ = NULL.set(File::open("/dev/null")?);
+    }
+    Ok(NULL.get().expect("just set").as_fd())
 }
 
 /// Starts `program` with ASLR off, no_new_privs, and `filter` installed with
@@ -163,14 +174,23 @@ pub fn spawn(
         .as_deref()
         .map(|d| cstr(d.as_os_str()))
         .transpose()?;
-    // Our ends of the pipes are close-on-exec; the child gets dup2'd copies.
+    // The client's output goes to memfds, read once it has ended: unlike
+    // pipes, nothing has to be woken to drain them while it runs. Ours are
+    // close-on-exec; the child gets dup2'd copies.
     let pipes = if program.capture {
-        let null = File::open("/dev/null").map_err(spawn_err)?;
-        let (out_r, out_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
-        let (err_r, err_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
-        Some((null, out_r, out_w, err_r, err_w))
+        let memfd = || {
+            nix::sys::memfd::memfd_create(
+                c"tlsign-output",
+                nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+            )
+            .map_err(|e| spawn_err(e.into()))
+        };
+        let (out_r, err_r) = (memfd()?, memfd()?);
+        let (out_w, err_w) = (
+            out_r.try_clone().map_err(spawn_err)?,
+            err_r.try_clone().map_err(spawn_err)?,
+        );
+        Some((dev_null().map_err(spawn_err)?, out_r, out_w, err_r, err_w))
     } else {
         None
     };

@@ -143,8 +143,16 @@ impl VdsoPatch {
         if cur[checked..] != self.image[checked..] {
             return Err(VdsoError::Mismatch { pid: tid });
         }
-        for (off, code) in todo {
-            mem.write_all_at(code, start + off).map_err(write)?;
+        // One write over the span of the sites still to patch, rewriting
+        // what was just read (and checked) in between.
+        if let (Some(first), Some(last)) = (todo.first(), todo.last()) {
+            let (a, b) = (*first.0 as usize, *last.0 as usize + last.1.len());
+            let mut span = cur[a..b].to_vec();
+            for (off, code) in &todo {
+                let o = **off as usize - a;
+                span[o..o + code.len()].copy_from_slice(code);
+            }
+            mem.write_all_at(&span, start + a as u64).map_err(write)?;
         }
         Ok(())
     }

@@ -1,0 +1,144 @@
+//! The threads a batch runs its clients on.
+//!
+//! Each thread owns a current-thread tokio runtime and runs one job at a
+//! time: a client's start, the service of its syscalls, the relays of its
+//! connections and the reading of its output all happen on that one thread
+//! (see `intercept::start_here`). Handing each of those steps between the
+//! supervisor thread, the blocking pool and the workers of a shared runtime
+//! cost more CPU than the rest of the supervisor together, and a thread
+//! created per URL added its own start and end. The batch's own runtime
+//! keeps the bookkeeping: reading input, per-host turns, retries, the
+//! manifest.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex};
+
+use tokio::runtime::Runtime;
+
+use crate::Error;
+
+type Job = Box<dyn FnOnce(&Runtime) + Send>;
+
+/// A fixed set of threads, each with a runtime of its own.
+pub struct Pool {
+    queue: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `n` threads named `name-I`.
+    pub fn new(n: usize, name: &str) -> Result<Pool, Error> {
+        let env = |what: &str, e: std::io::Error| Error::Environment(format!("{what}: {e}"));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| env("cannot start an async runtime", e))?;
+            let rx = Arc::clone(&rx);
+            let t = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while this thread waits: the
+                    // next idle thread queues behind it for the next job.
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(job) = job else { break };
+                    // A panicking job loses its own result (its caller sees
+                    // an error), not the thread.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));
+                })
+                .map_err(|e| env("cannot start a batch thread", e))?;
+            threads.push(t);
+        }
+        Ok(Pool {
+            queue: Some(tx),
+            threads,
+        })
+    }
+
+    /// Runs `job` on the next free thread, with that thread's runtime, and
+    /// returns its result.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Runtime) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |rt| {
+            let _ = tx.send(job(rt));
+        });
+        let lost = || Error::Environment("a batch thread failed (a bug: please report it)".into());
+        self.queue
+            .as_ref()
+            .and_then(|q| q.send(job).ok())
+            .ok_or_else(lost)?;
+        rx.await.map_err(|_| lost())
+    }
+}
+
+impl Drop for Pool {
+    /// Lets every thread finish its job and end.
+    fn drop(&mut self) {
+        self.queue = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_on_the_pool_threads_with_their_runtimes() {
+        let pool = Arc::new(Pool::new(3, "pool-test").unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let names = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for i in 0..12u64 {
+                let pool = Arc::clone(&pool);
+                tasks.push(tokio::spawn(async move {
+                    pool.run(move |rt| {
+                        // The job's own runtime drives async work.
+                        let v = rt.block_on(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            i * 2
+                        });
+                        (v, std::thread::current().name().unwrap_or("").to_string())
+                    })
+                    .await
+                    .unwrap()
+                }));
+            }
+            let mut out = Vec::new();
+            for (i, t) in tasks.into_iter().enumerate() {
+                let (v, name) = t.await.unwrap();
+                assert_eq!(v, i as u64 * 2);
+                out.push(name);
+            }
+            out
+        });
+        assert!(
+            names.iter().all(|n| n.starts_with("pool-test-")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_job_is_an_error_and_the_thread_lives_on() {
+        let pool = Pool::new(1, "pool-test").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = pool.run(|_| -> u32 { panic!("on purpose") }).await;
+            assert!(matches!(r, Err(Error::Environment(_))));
+            assert_eq!(pool.run(|_| 7).await.unwrap(), 7);
+        });
+    }
+}
