@@ -11,7 +11,7 @@
 //! manifest.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 
 use tokio::runtime::Runtime;
 
@@ -21,7 +21,12 @@ type Job = Box<dyn FnOnce(&Runtime) + Send>;
 
 /// A fixed set of threads, each with a runtime of its own.
 pub struct Pool {
-    queue: Option<mpsc::Sender<Job>>,
+    /// Each thread's own queue: a job wakes exactly the thread it is for.
+    queues: Vec<mpsc::Sender<Job>>,
+    /// Threads without a job.
+    idle: Mutex<Vec<usize>>,
+    /// Rings when a thread becomes idle.
+    freed: tokio::sync::Notify,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -29,59 +34,87 @@ impl Pool {
     /// Starts `n` threads named `name-I`.
     pub fn new(n: usize, name: &str) -> Result<Pool, Error> {
         let env = |what: &str, e: std::io::Error| Error::Environment(format!("{what}: {e}"));
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| env("cannot start an async runtime", e))?;
-            let rx = Arc::clone(&rx);
+            let (tx, rx) = mpsc::channel::<Job>();
             let t = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while this thread waits: the
-                    // next idle thread queues behind it for the next job.
-                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(job) = job else { break };
-                    // A panicking job loses its own result (its caller sees
-                    // an error), not the thread.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));
+                .spawn(move || {
+                    for job in rx {
+                        // A panicking job loses its own result (its caller
+                        // sees an error), not the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));
+                    }
                 })
                 .map_err(|e| env("cannot start a batch thread", e))?;
+            queues.push(tx);
             threads.push(t);
         }
         Ok(Pool {
-            queue: Some(tx),
+            idle: Mutex::new((0..n).rev().collect()),
+            queues,
+            freed: tokio::sync::Notify::new(),
             threads,
         })
     }
 
-    /// Runs `job` on the next free thread, with that thread's runtime, and
-    /// returns its result.
+    /// Runs `job` on an idle thread (waiting for one), with that thread's
+    /// runtime, and returns its result.
     pub async fn run<T, F>(&self, job: F) -> Result<T, Error>
     where
         F: FnOnce(&Runtime) -> T + Send + 'static,
         T: Send + 'static,
     {
+        let thread = loop {
+            // Registered before looking, so a thread freed in between
+            // still wakes this caller.
+            let freed = self.freed.notified();
+            if let Some(i) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                break i;
+            }
+            freed.await;
+        };
+        // Back on the idle list however this ends, even if the caller is
+        // dropped while waiting.
+        let _idle = Idle { pool: self, thread };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |rt| {
             let _ = tx.send(job(rt));
         });
         let lost = || Error::Environment("a batch thread failed (a bug: please report it)".into());
-        self.queue
-            .as_ref()
-            .and_then(|q| q.send(job).ok())
-            .ok_or_else(lost)?;
+        self.queues[thread].send(job).map_err(|_| lost())?;
         rx.await.map_err(|_| lost())
+    }
+}
+
+/// A thread of a [`Pool`] taken for a job; idle again when dropped. A
+/// caller dropped mid-job frees the thread early: its next job then waits
+/// in that thread's queue for the current one to finish.
+struct Idle<'a> {
+    pool: &'a Pool,
+    thread: usize,
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.thread);
+        self.pool.freed.notify_one();
     }
 }
 
 impl Drop for Pool {
     /// Lets every thread finish its job and end.
     fn drop(&mut self) {
-        self.queue = None;
+        self.queues.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -91,6 +124,7 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn jobs_run_on_the_pool_threads_with_their_runtimes() {

@@ -97,10 +97,13 @@ async fn relay(
 ) -> Result<(), Upstream> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.split();
-    let mut cbuf = vec![0u8; 64 * 1024];
-    let mut sbuf = vec![0u8; 64 * 1024];
+    // Read into spare capacity (`read_buf`): nothing is zeroed first.
+    let mut cbuf = Vec::with_capacity(64 * 1024);
+    let mut sbuf = Vec::with_capacity(64 * 1024);
     let (mut client_open, mut server_open) = (true, true);
     while client_open || server_open {
+        cbuf.clear();
+        sbuf.clear();
         // Once the client has gone, the server gets a grace period to finish:
         // what it sends after the client stopped listening is not evidence
         // of anything, and a server that never closes must not stall a sign.
@@ -115,7 +118,7 @@ async fn relay(
             _ = grace => {
                 break;
             },
-            r = cr.read(&mut cbuf), if client_open => match r {
+            r = cr.read_buf(&mut cbuf), if client_open => match r {
                 Ok(0) | Err(_) => {
                     events.push(Event::ClientEof);
                     client_open = false;
@@ -128,7 +131,7 @@ async fn relay(
                     }
                 }
             },
-            r = sr.read(&mut sbuf), if server_open => match r {
+            r = sr.read_buf(&mut sbuf), if server_open => match r {
                 Ok(0) => {
                     events.push(Event::ServerEof);
                     server_open = false;
