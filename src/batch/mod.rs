@@ -100,12 +100,12 @@ pub fn default_jobs() -> usize {
         .min(64)
 }
 
-/// The runtime a batch runs on: one worker per CPU for the relays and the
-/// bookkeeping. Each client's syscalls are served on a thread of its own.
+/// The runtime of a batch's bookkeeping (input, per-host turns, retries,
+/// the manifest): one thread is plenty, as the clients run on the threads
+/// of a [`pool::Pool`], and a single thread wakes no other to hand work on.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("batch")
         .build()
         .map_err(|e| Error::Environment(format!("cannot start the async runtime: {e}")))
 }

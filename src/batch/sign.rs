@@ -400,16 +400,32 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             backend: t.backend,
         };
         let cancel = ctx.cancel.clone();
-        let r = match ctx
+        let last_try = attempts > ctx.retries;
+        let tmp = tmp_path(ctx, &job);
+        // The transcript that will be kept is written by the thread that
+        // has it, before it takes another client.
+        let (r, written) = match ctx
             .pool
-            .run(move |rt| rt.block_on(one::fetch(fetch, cancel)))
+            .run(move |rt| {
+                let r = rt.block_on(one::fetch(fetch, cancel));
+                let written = match &r {
+                    Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
+                        Some(write_synced(&tmp, &transcript::encode(&s.transcript)))
+                    }
+                    _ => None,
+                };
+                (r, written)
+            })
             .await
         {
             Ok(r) => r,
-            Err(error) => Err(Failed {
-                error,
-                transient: false,
-            }),
+            Err(error) => (
+                Err(Failed {
+                    error,
+                    transient: false,
+                }),
+                None,
+            ),
         };
         Counts::sub(&ctx.counts.running);
         drop(slot);
@@ -434,7 +450,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             Err(f) => f.transient,
         };
         if !again || attempts > ctx.retries {
-            break r;
+            break (r, written);
         }
         // 1 s, 2 s, 4 s ... with the slot given back meanwhile.
         let wait = ctx.backoff.saturating_mul(1 << (attempts - 1).min(5));
@@ -446,8 +462,9 @@ async fn sign_one(ctx: &Ctx, job: Job) {
     };
     let elapsed = started.elapsed();
     let url = job.url.as_str().to_string();
+    let (result, written) = result;
     let line = match result {
-        Ok(signed) => match write(ctx, &job, signed, attempts, elapsed).await {
+        Ok(signed) => match place(ctx, &job, signed, written, attempts, elapsed).await {
             Ok(()) => return,
             Err(e) => ManifestLine::failed(url, e, job.line, elapsed, attempts),
         },
@@ -461,12 +478,19 @@ fn retry_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 502 | 503 | 504)
 }
 
-/// Puts a signed transcript into DIR in the order the module doc gives.
+/// Where a transcript is written before its manifest line.
+fn tmp_path(ctx: &Ctx, job: &Job) -> PathBuf {
+    ctx.out_dir.join(format!(".{}.tmp", job.name))
+}
+
+/// Puts a signed transcript into DIR in the order the module doc gives; it
+/// was already `written` to its temporary name (None: not written, a bug).
 /// An `Err` is the reason the URL failed (its transcript is not kept).
-async fn write(
+async fn place(
     ctx: &Ctx,
     job: &Job,
     signed: Signed,
+    written: Option<std::io::Result<()>>,
     attempts: u32,
     elapsed: Duration,
 ) -> Result<(), String> {
@@ -491,12 +515,8 @@ async fn write(
         line: job.line,
     };
     let final_path = ctx.out_dir.join(&job.name);
-    let tmp_path = ctx.out_dir.join(format!(".{}.tmp", job.name));
-    let tmp = tmp_path.clone();
-    let written = tokio::task::spawn_blocking(move || write_synced(&tmp, &transcript::encode(&t)))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let tmp_path = tmp_path(ctx, job);
+    let written = written.unwrap_or_else(|| Err(std::io::Error::other("not written")));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp_path);
         return Err(format!("cannot write {}: {e}", tmp_path.display()));
