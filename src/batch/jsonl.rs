@@ -41,14 +41,21 @@ impl Writer {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         let (done, wait) = oneshot::channel();
-        let tx = self.tx.clone();
-        // The channel is bounded: sending may wait, not on a runtime thread.
-        tokio::task::spawn_blocking(move || tx.send((line, done)))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(|_| io::Error::other("the writer thread has stopped"))?;
-        wait.await
-            .map_err(|_| io::Error::other("the writer thread has stopped"))?
+        let stopped = || io::Error::other("the writer thread has stopped");
+        match self.tx.try_send((line, done)) {
+            Ok(()) => {}
+            Err(std_mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+            Err(std_mpsc::TrySendError::Full(item)) => {
+                // The channel is bounded: sending would wait, which it may
+                // not do on a runtime thread.
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(item))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(|_| stopped())?;
+            }
+        }
+        wait.await.map_err(|_| stopped())?
     }
 }
 

@@ -144,7 +144,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     let entries_total = opts.input.count_entries();
     let rt = super::runtime()?;
     // Outside the runtime: dropping it waits for its threads.
-    let pool = Arc::new(Pool::new(opts.jobs, "batch-client")?);
+    let pool = Arc::new(Pool::new(opts.jobs * 2, "batch-client")?);
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
         let (writer, handle) = jsonl::Writer::spawn(Box::new(manifest_file), Some(sync))
@@ -159,7 +159,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
             counts: Arc::clone(&counts),
             progress,
             hosts: Hosts::new(opts.per_host),
-            slots: Semaphore::new(opts.jobs),
+            slots: Arc::new(Semaphore::new(opts.jobs)),
             pool: Arc::clone(&pool),
             cancel: cancel.clone(),
             switch,
@@ -224,8 +224,11 @@ struct Ctx {
     counts: Arc<Counts>,
     progress: Progress,
     hosts: Hosts,
-    slots: Semaphore,
-    /// Where clients run: as many threads as slots.
+    /// A slot is a running client: at most `-j` at once.
+    slots: Arc<Semaphore>,
+    /// Where clients run, and their transcripts are written: twice as many
+    /// threads as slots, so a thread still writing (and syncing) the last
+    /// transcript does not hold up the next client.
     pool: Arc<Pool>,
     cancel: Cancel,
     switch: CancelSwitch,
@@ -386,7 +389,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
         let slot = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
-            s = ctx.slots.acquire() => s.expect("never closed"),
+            s = Arc::clone(&ctx.slots).acquire_owned() => s.expect("never closed"),
         };
         Counts::add(&ctx.counts.running, 1);
         let t = &ctx.template;
@@ -408,6 +411,9 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             .pool
             .run(move |rt| {
                 let r = rt.block_on(one::fetch(fetch, cancel));
+                // The client is gone: the next may start while this
+                // thread writes.
+                drop(slot);
                 let written = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
                         Some(write_synced(&tmp, &transcript::encode(&s.transcript)))
@@ -428,7 +434,6 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             ),
         };
         Counts::sub(&ctx.counts.running);
-        drop(slot);
         let again = match &r {
             Ok(s) => retry_status(s.transcript.response.status),
             // The client died of SIGINT or SIGTERM: a Ctrl-C reached the
