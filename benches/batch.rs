@@ -17,7 +17,11 @@
 //! - seccomp, ptrace: one `tlsign-seccomp sign --input LIST --out-dir DIR
 //!   -j c --per-host 0 --retries 0 --backend B` process over the same list,
 //!   into a fresh directory (on disk by default: every transcript is
-//!   fsync'd, as in real use; `--tmpfs` puts it in /dev/shm).
+//!   fsync'd, as in real use; `--tmpfs` puts it in /dev/shm);
+//! - seccomp-nosync: the same with `--no-sync` (no fsync at all).
+//!
+//! `--variants` picks among these and seccomp-tmpfs (seccomp writing to
+//! /dev/shm whatever `--tmpfs` says).
 //!
 //! Throughput is URLs over the wall time of the whole run (process start
 //! to exit). The supervisor's peak memory is its VmHWM, polled every 5 ms
@@ -69,6 +73,9 @@ const FLAT_LIMIT: f64 = 1.10;
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VARIANTS: [&str; 3] = ["bare", "seccomp", "ptrace"];
+/// Further variants `--variants` may name: seccomp with `--no-sync` (in the
+/// full run), and seccomp writing to /dev/shm whatever `--tmpfs` says.
+const EXTRA_VARIANTS: [&str; 2] = ["seccomp-nosync", "seccomp-tmpfs"];
 
 struct Settings {
     quick: bool,
@@ -136,18 +143,23 @@ fn settings() -> Settings {
         memory_jobs: if quick { 8 } else { 16 },
         memory_urls: value("--memory-urls").map_or(memory_urls, list),
         tmpfs: flag("--tmpfs"),
-        variants: value("--variants").map_or(VARIANTS.to_vec(), |v| {
-            v.split(',')
-                .map(|name| {
-                    let name: &'static str = Box::leak(name.trim().to_string().into_boxed_str());
-                    assert!(
-                        VARIANTS.contains(&name) || name == "seccomp-tmpfs",
-                        "--variants: {name}? (bare, seccomp, ptrace, seccomp-tmpfs)"
-                    );
-                    name
-                })
-                .collect()
-        }),
+        variants: value("--variants").map_or(
+            vec!["bare", "seccomp", "seccomp-nosync", "ptrace"],
+            |v| {
+                v.split(',')
+                    .map(|name| {
+                        let name = name.trim();
+                        *VARIANTS
+                            .iter()
+                            .chain(&EXTRA_VARIANTS)
+                            .find(|&&v| v == name)
+                            .unwrap_or_else(|| {
+                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-nosync, seccomp-tmpfs)")
+                            })
+                    })
+                    .collect()
+            },
+        ),
     }
 }
 
@@ -618,11 +630,16 @@ impl Ctx<'_> {
             "bare" => self.bare(c, urls),
             "seccomp-tmpfs" => {
                 let shm = self.shm_root.expect("a /dev/shm directory");
-                let mut s = self.signed("seccomp", c, urls.len(), list, shm);
+                let mut s = self.signed("seccomp", c, urls.len(), list, shm, false);
                 s.variant = variant;
                 s
             }
-            backend => self.signed(backend, c, urls.len(), list, self.out_root),
+            "seccomp-nosync" => {
+                let mut s = self.signed("seccomp", c, urls.len(), list, self.out_root, true);
+                s.variant = variant;
+                s
+            }
+            backend => self.signed(backend, c, urls.len(), list, self.out_root, false),
         };
         sample.nginx_cpu_ms = self.nginx.cpu_ms() - nginx_before;
         sample
@@ -708,6 +725,7 @@ impl Ctx<'_> {
         urls: usize,
         list: &Path,
         root: &Path,
+        no_sync: bool,
     ) -> Sample {
         let out = tempfile::Builder::new()
             .prefix("out-")
@@ -723,6 +741,7 @@ impl Ctx<'_> {
             .arg(out.path())
             .args(["-j", &c.to_string(), "--per-host", "0", "--retries", "0"])
             .args(["--progress", "quiet", "--backend", backend])
+            .args(no_sync.then_some("--no-sync"))
             .arg("--ca-file")
             .arg(self.ca)
             .stdin(Stdio::null())
@@ -922,6 +941,22 @@ impl Run<'_> {
                 r >= THROUGHPUT_TARGET,
             ));
         }
+        for v in ["seccomp-nosync", "seccomp-tmpfs"] {
+            let worst = self
+                .s
+                .concurrency
+                .iter()
+                .map(|&c| (c, self.ratio(v, c)))
+                .filter(|(_, r)| r.is_finite())
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((c, r)) = worst {
+                out.push((
+                    format!("the same for {v}: lowest at c = {c}: {r:.2} (target ≥ {THROUGHPUT_TARGET:.2})"),
+                    r,
+                    r >= THROUGHPUT_TARGET,
+                ));
+            }
+        }
         let first = self.memory.first();
         let last = self.memory.last();
         if let (Some(a), Some(b)) = (first, last) {
@@ -957,7 +992,7 @@ impl Run<'_> {
             md,
             "Rounds: {} (each: every concurrency, and at each {} in turn; medians below), {:.0} s in all; load average {} the run. \
              Server: nginx 1.22 on 127.0.0.1 ({} worker processes), TLS 1.3, {PAGES} distinct {} KiB pages fetched by IP literal. \
-             Transcripts go to a fresh directory per run on {}, each fsync'd. \
+             Transcripts go to a fresh directory per run on {}, each fsync'd (seccomp-nosync: `--no-sync`, the same directory). \
              URLs per run: {}.\n",
             self.s.rounds,
             self.s.variants.join(", "),
@@ -1079,12 +1114,16 @@ impl Run<'_> {
     }
 
     fn svg(&self) -> String {
-        let series: Vec<report::Series> = VARIANTS
+        let series: Vec<report::Series> = self
+            .s
+            .variants
             .iter()
             .map(|&v| report::Series {
                 name: match v {
                     "bare" => "bare client (no supervision)".into(),
                     "seccomp" => "sign --input, seccomp".into(),
+                    "seccomp-nosync" => "sign --input --no-sync, seccomp".into(),
+                    "seccomp-tmpfs" => "sign --input to tmpfs, seccomp".into(),
                     _ => "sign --input, ptrace".into(),
                 },
                 points: self

@@ -111,6 +111,12 @@ pub struct SignArgs {
         help_heading = "Batch"
     )]
     pub retries: u32,
+    /// Batch: do not sync transcripts and the manifest to disk. Much faster
+    /// on a real disk; a Ctrl-C or a crash of tlsign-seccomp still leaves DIR
+    /// consistent, but a crash of the whole machine may lose transcripts
+    /// the manifest lists (a rerun signs them again: see docs/batch.md).
+    #[arg(long, requires = "input", help_heading = "Batch")]
+    pub no_sync: bool,
     /// Also trust the CA certificates in this PEM file (repeatable).
     #[arg(long = "ca-file", value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
@@ -303,6 +309,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                         .map(crate::batch::Shard::parse)
                         .transpose()?,
                     retries: a.retries,
+                    sync: !a.no_sync,
                     backoff: std::time::Duration::from_secs(1),
                     timeout,
                     ca_files: a.ca_files,

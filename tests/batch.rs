@@ -1218,3 +1218,51 @@ fn odd_input_lines_from_stdin() {
     // The long line is shown, not kept whole.
     assert!(str_field(by_line[&6], "url").len() < 200, "{}", by_line[&6]);
 }
+
+/// `--no-sync` signs the same DIR without a single fsync, fdatasync or
+/// syncfs; without it, every transcript is synced (the control).
+#[test]
+fn no_sync_signs_without_syncing() {
+    if !std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return skip(
+            "no_sync_signs_without_syncing",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let nginx = Nginx::start(d, &pki, Cert::Valid);
+    let urls: Vec<String> = (0..12).map(|i| nginx.url(&format!("/?sync={i}"))).collect();
+    let list = write_list(d, "urls.txt", &urls);
+    let syncs = |name: &str, extra: &[&str]| -> usize {
+        let out = d.join(name);
+        let log = d.join(format!("{name}.strace"));
+        let mut args: Vec<OsString> = ["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o"]
+            .map(OsString::from)
+            .to_vec();
+        args.push(log.clone().into());
+        args.push(bin().into());
+        args.extend(batch_args(&list, &out, &pki));
+        args.extend(["--resolve", &nginx.resolve()].map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
+        let r = Cmd::new("strace").args(args).run();
+        r.assert_code(0);
+        r.assert_stderr_mentions(&format!("{} ok, 0 failed", urls.len()));
+        assert_manifest_matches_files(&out);
+        assert_eq!(transcripts(&out).len(), urls.len());
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("sync"))
+            .count()
+    };
+    assert!(
+        syncs("synced", &[]) > urls.len(),
+        "the control synced too little"
+    );
+    assert_eq!(syncs("unsynced", &["--no-sync"]), 0);
+}

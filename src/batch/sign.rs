@@ -47,6 +47,10 @@ pub struct SignBatchOptions {
     pub shard: Option<Shard>,
     /// Further attempts after a transient failure.
     pub retries: u32,
+    /// Sync each transcript, the manifest and DIR to disk (see the module
+    /// doc); without, DIR survives a crash of this process but not of the
+    /// machine.
+    pub sync: bool,
     /// The first wait before a retry; it doubles each time.
     pub backoff: Duration,
     /// Give up on one attempt (killing its client) after this long.
@@ -147,7 +151,8 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     let pool = Arc::new(Pool::new(opts.jobs * 2, "batch-client")?);
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
-        let (writer, handle) = jsonl::Writer::spawn(Box::new(manifest_file), Some(sync))
+        let durable = opts.sync.then_some(sync);
+        let (writer, handle) = jsonl::Writer::spawn(Box::new(manifest_file), durable)
             .map_err(|e| Error::Environment(format!("cannot start the manifest writer: {e}")))?;
         let (switch, cancel) = CancelSwitch::new();
         let signals = session::on_signal(switch.clone())?;
@@ -165,6 +170,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
             switch,
             fatal: Mutex::new(None),
             retries: opts.retries,
+            sync: opts.sync,
             backoff: opts.backoff,
             template: Template {
                 ca_files,
@@ -201,8 +207,10 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
         })
     })?;
     // Make the renames of this run durable; each file and line already is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    if opts.sync {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(summary)
 }
@@ -236,6 +244,7 @@ struct Ctx {
     /// manifest cannot be written.
     fatal: Mutex<Option<Error>>,
     retries: u32,
+    sync: bool,
     backoff: Duration,
     template: Template,
 }
@@ -405,6 +414,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
         let cancel = ctx.cancel.clone();
         let last_try = attempts > ctx.retries;
         let tmp = tmp_path(ctx, &job);
+        let sync = ctx.sync;
         // The transcript that will be kept is written by the thread that
         // has it, before it takes another client.
         let (r, written) = match ctx
@@ -416,7 +426,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
                 drop(slot);
                 let written = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
-                        Some(write_synced(&tmp, &transcript::encode(&s.transcript)))
+                        Some(write_file(&tmp, &transcript::encode(&s.transcript), sync))
                     }
                     _ => None,
                 };
@@ -542,7 +552,7 @@ async fn place(
     Ok(())
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -551,7 +561,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o666)
         .open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Appends `line` to the manifest and counts it; false (and the batch
