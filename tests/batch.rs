@@ -1236,7 +1236,7 @@ fn no_sync_signs_without_syncing() {
     let (dir, pki) = setup();
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..12).map(|i| nginx.url(&format!("/?sync={i}"))).collect();
+    let urls: Vec<String> = (0..8).map(|i| nginx.url(&format!("/?sync={i}"))).collect();
     let list = write_list(d, "urls.txt", &urls);
     let syncs = |name: &str, extra: &[&str]| -> usize {
         let out = d.join(name);
@@ -1247,7 +1247,7 @@ fn no_sync_signs_without_syncing() {
         args.push(log.clone().into());
         args.push(bin().into());
         args.extend(batch_args(&list, &out, &pki));
-        args.extend(["--resolve", &nginx.resolve()].map(OsString::from));
+        args.extend(["--resolve", &nginx.resolve(), "-j", "2"].map(OsString::from));
         args.extend(extra.iter().map(OsString::from));
         let r = Cmd::new("strace").args(args).run();
         r.assert_code(0);
