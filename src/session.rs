@@ -414,10 +414,9 @@ impl Collected {
     async fn take(self) -> Vec<u8> {
         match self {
             Collected::Pipe(h) => h.await.unwrap_or_default(),
-            Collected::File(f, max) => {
+            Collected::File(mut f, max) => {
                 use std::io::{Read, Seek};
                 let mut buf = Vec::new();
-                let mut f = f;
                 if f.rewind().is_ok() {
                     let _ = f.take(max as u64).read_to_end(&mut buf);
                 }

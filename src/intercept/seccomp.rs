@@ -73,13 +73,7 @@ pub fn supervise(
         stdout: child.stdout,
         stderr: child.stderr,
     }));
-    let served = serve(
-        listening.listener,
-        world,
-        listening.vdso,
-        listening.pid,
-        &mut *sink,
-    );
+    let served = listening.serve(world, &mut *sink);
     finish(listening.pid, served)
 }
 
@@ -107,6 +101,26 @@ pub fn launch(
 }
 
 impl Listening {
+    /// Services the listener on this thread until every process under the
+    /// filter has exited, waiting as `TLSIGN_SECCOMP_WAIT` says.
+    fn serve(
+        &self,
+        world: &Mutex<World>,
+        sink: &mut ConnectionSink,
+    ) -> Result<Stats, SuperviseError> {
+        let mut stats = stats_of(&self.listener);
+        let mut s = Supervisor::new(self.listener.fd.as_fd(), world, self.vdso, self.pid, sink);
+        match Wait::from_env() {
+            Wait::Async => s.run_async(&mut stats),
+            // Before Linux 6.6 (no sync wake-up) RECV slept on a semaphore
+            // that the last process leaving never signals: only poll sees
+            // the end.
+            Wait::Recv if !self.listener.sync_wakeup => s.run(Wait::Poll, &mut stats),
+            wait => s.run(wait, &mut stats),
+        }
+        .map(|()| stats)
+    }
+
     /// [`supervise`]'s service, as a task on the current tokio runtime
     /// (see `intercept::start_here`).
     pub async fn serve_here(
@@ -114,39 +128,42 @@ impl Listening {
         world: &Mutex<World>,
         mut sink: Box<ConnectionSink>,
     ) -> Result<Finished, SuperviseError> {
-        let pid = self.pid;
-        let served = match sys::async_fd(self.listener.fd) {
+        let Listening {
+            pid,
+            listener,
+            vdso,
+        } = self;
+        let mut stats = stats_of(&listener);
+        let served = match sys::async_fd(listener.fd) {
             Ok(fd) => {
-                let mut s = Supervisor {
-                    fd: fd.get_ref().as_fd(),
-                    world,
-                    vdso: self.vdso,
-                    tgids: HashMap::from([(pid, pid)]),
-                    sink: &mut *sink,
-                };
-                let mut stats = Stats {
-                    backend: Backend::Seccomp,
-                    killable: self.listener.killable,
-                    sync_wakeup: self.listener.sync_wakeup,
-                    ..Stats::default()
-                };
-                let r = s.serve_async(&fd, &mut stats).await;
-                r.map(|()| stats)
+                let mut s = Supervisor::new(fd.get_ref().as_fd(), world, vdso, pid, &mut *sink);
+                s.serve_async(&fd, &mut stats).await.map(|()| stats)
             }
             Err(e) => Err(SuperviseError::Listener(e)),
         };
-        if served.is_err() {
-            kill_program(pid);
-        }
-        // Every process under the filter is gone: reaping the first one
-        // blocks this thread only briefly.
+        // Every process under the filter is gone (or killed): reaping the
+        // first one blocks this thread only briefly.
         finish(pid, served)
     }
 }
 
-/// Reaps the program's first process, whatever happened to the service:
-/// on failure it was killed.
+/// A service's statistics before its first notification.
+fn stats_of(listener: &Listener) -> Stats {
+    Stats {
+        backend: Backend::Seccomp,
+        killable: listener.killable,
+        sync_wakeup: listener.sync_wakeup,
+        ..Stats::default()
+    }
+}
+
+/// Reaps the program's first process. If the service failed, the whole
+/// program is killed first, so no target is left waiting for an answer
+/// that never comes.
 fn finish(pid: i32, served: Result<Stats, SuperviseError>) -> Result<Finished, SuperviseError> {
+    if served.is_err() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
     let waited = sys::wait4(pid, 0);
     let mut stats = served?;
     let waited = waited.map_err(SuperviseError::Listener)?;
@@ -155,49 +172,6 @@ fn finish(pid: i32, served: Result<Stats, SuperviseError>) -> Result<Finished, S
         status: std::process::ExitStatus::from_raw(waited.status),
         stats,
     })
-}
-
-/// Kills the whole program (`root` is its first pid), so no target is left
-/// waiting for an answer that never comes.
-fn kill_program(root: i32) {
-    let _ = nix::sys::signal::kill(Pid::from_raw(root), nix::sys::signal::Signal::SIGKILL);
-}
-
-/// Services `listener` until every process under the filter has exited.
-/// On a fatal error the whole program is killed (`root` is its first pid),
-/// so no target is left waiting for an answer that never comes.
-fn serve(
-    listener: Listener,
-    world: &Mutex<World>,
-    vdso: Option<&VdsoPatch>,
-    root: i32,
-    sink: &mut ConnectionSink,
-) -> Result<Stats, SuperviseError> {
-    let mut s = Supervisor {
-        fd: listener.fd.as_fd(),
-        world,
-        vdso,
-        // The first process leads its thread group: no /proc lookup for it.
-        tgids: HashMap::from([(root, root)]),
-        sink,
-    };
-    let mut stats = Stats {
-        backend: Backend::Seccomp,
-        killable: listener.killable,
-        sync_wakeup: listener.sync_wakeup,
-        ..Stats::default()
-    };
-    let r = match Wait::from_env() {
-        Wait::Async => s.run_async(&mut stats),
-        // Before Linux 6.6 (no sync wake-up) RECV slept on a semaphore that
-        // the last process leaving never signals: only poll sees the end.
-        Wait::Recv if !listener.sync_wakeup => s.run(Wait::Poll, &mut stats),
-        wait => s.run(wait, &mut stats),
-    };
-    if r.is_err() {
-        kill_program(root);
-    }
-    r.map(|()| stats)
 }
 
 struct Supervisor<'a> {
@@ -216,7 +190,25 @@ enum Ready {
     Spurious,
 }
 
-impl Supervisor<'_> {
+impl<'a> Supervisor<'a> {
+    /// Serves the program whose first process is `root`, waiting on `fd`.
+    fn new(
+        fd: BorrowedFd<'a>,
+        world: &'a Mutex<World>,
+        vdso: Option<&'a VdsoPatch>,
+        root: i32,
+        sink: &'a mut ConnectionSink,
+    ) -> Supervisor<'a> {
+        Supervisor {
+            fd,
+            world,
+            vdso,
+            // The first process leads its thread group: no /proc lookup.
+            tgids: HashMap::from([(root, root)]),
+            sink,
+        }
+    }
+
     fn run(&mut self, wait: Wait, stats: &mut Stats) -> Result<(), SuperviseError> {
         loop {
             if wait == Wait::Poll {
