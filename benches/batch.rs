@@ -22,7 +22,14 @@
 //!   syncs cost nothing: the cost of supervision alone.
 //!
 //! `--variants` picks among these and seccomp-nosync (`--no-sync`, on the
-//! same file system as seccomp).
+//! same file system as seccomp) and `other` (seccomp with the binary
+//! `--other BIN`): comparing two builds, say before and after a change,
+//! in one interleaved run:
+//!
+//! ```text
+//! cargo bench --bench batch -- --variants bare,seccomp,other --other OLD_BIN \
+//!     --jobs 1,8 --urls 1500 --rounds 3 --tmpfs --memory-urls ""
+//! ```
 //!
 //! Throughput is URLs over the wall time of the whole run (process start
 //! to exit). The supervisor's peak memory is its VmHWM, polled every 5 ms
@@ -57,6 +64,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Cert, Pki};
+use report::fmt;
 use serde_json::{json, Value};
 
 const COMMAND: &str = "cargo bench --bench batch";
@@ -76,8 +84,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VARIANTS: [&str; 3] = ["bare", "seccomp", "ptrace"];
 /// Further variants `--variants` may name: seccomp writing to /dev/shm
-/// whatever `--tmpfs` says (in the full run), and seccomp with `--no-sync`.
-const EXTRA_VARIANTS: [&str; 2] = ["seccomp-nosync", "seccomp-tmpfs"];
+/// whatever `--tmpfs` says (in the full run), seccomp with `--no-sync`, and
+/// `other`: seccomp signing with the binary `--other BIN` names, to compare
+/// two builds in one run.
+const EXTRA_VARIANTS: [&str; 3] = ["seccomp-nosync", "seccomp-tmpfs", "other"];
 
 struct Settings {
     quick: bool,
@@ -93,6 +103,8 @@ struct Settings {
     memory_jobs: usize,
     memory_urls: Vec<usize>,
     tmpfs: bool,
+    /// `--other BIN`: the binary of the `other` variant.
+    other: Option<PathBuf>,
     /// What runs at each concurrency: [`VARIANTS`], or `--variants` (which
     /// may add seccomp-tmpfs: seccomp writing to /dev/shm whatever
     /// `--tmpfs` says, to compare file systems in one run).
@@ -136,6 +148,7 @@ fn settings() -> Settings {
         "--memory-urls",
         "--tmpfs",
         "--variants",
+        "--other",
     ]
     .iter()
     .any(|a| flag(a));
@@ -149,6 +162,7 @@ fn settings() -> Settings {
         memory_jobs: if quick { 8 } else { 16 },
         memory_urls: value("--memory-urls").map_or(memory_urls, list),
         tmpfs: flag("--tmpfs"),
+        other: value("--other").map(PathBuf::from),
         variants: value("--variants").map_or(
             vec!["bare", "seccomp", "seccomp-tmpfs", "ptrace"],
             |v| {
@@ -160,7 +174,7 @@ fn settings() -> Settings {
                             .chain(&EXTRA_VARIANTS)
                             .find(|&&v| v == name)
                             .unwrap_or_else(|| {
-                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-nosync, seccomp-tmpfs)")
+                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-nosync, seccomp-tmpfs, other)")
                             })
                     })
                     .collect()
@@ -222,8 +236,13 @@ fn main() {
         p
     };
     let shm_root = out_root_in_shm(&s);
+    assert!(
+        s.other.is_some() == s.variants.contains(&"other"),
+        "--other BIN and the variant `other` go together"
+    );
     let ctx = Ctx {
         bin: &bin,
+        other: s.other.as_deref(),
         ca: &pki.ca,
         nginx: &nginx,
         out_root: out_root.path(),
@@ -623,6 +642,8 @@ impl Sample {
 
 struct Ctx<'a> {
     bin: &'a Path,
+    /// `--other`: the binary of the `other` variant.
+    other: Option<&'a Path>,
     ca: &'a Path,
     nginx: &'a Nginx,
     out_root: &'a Path,
@@ -636,16 +657,30 @@ impl Ctx<'_> {
             "bare" => self.bare(c, urls),
             "seccomp-tmpfs" => {
                 let shm = self.shm_root.expect("a /dev/shm directory");
-                let mut s = self.signed("seccomp", c, urls.len(), list, shm, false);
+                let mut s = self.signed(self.bin, "seccomp", c, urls.len(), list, shm, false);
                 s.variant = variant;
                 s
             }
             "seccomp-nosync" => {
-                let mut s = self.signed("seccomp", c, urls.len(), list, self.out_root, true);
+                let mut s = self.signed(
+                    self.bin,
+                    "seccomp",
+                    c,
+                    urls.len(),
+                    list,
+                    self.out_root,
+                    true,
+                );
                 s.variant = variant;
                 s
             }
-            backend => self.signed(backend, c, urls.len(), list, self.out_root, false),
+            "other" => {
+                let bin = self.other.expect("--other BIN");
+                let mut s = self.signed(bin, "seccomp", c, urls.len(), list, self.out_root, false);
+                s.variant = variant;
+                s
+            }
+            backend => self.signed(self.bin, backend, c, urls.len(), list, self.out_root, false),
         };
         sample.nginx_cpu_ms = self.nginx.cpu_ms() - nginx_before;
         sample
@@ -724,8 +759,10 @@ impl Ctx<'_> {
     /// One `sign --input` process, watched from /proc until it exits.
     // Reaped by wait4 (for its rusage), not Child::wait.
     #[allow(clippy::zombie_processes)]
+    #[allow(clippy::too_many_arguments)]
     fn signed(
         &self,
+        bin: &Path,
         backend: &'static str,
         c: usize,
         urls: usize,
@@ -739,7 +776,7 @@ impl Ctx<'_> {
             .expect("an output directory");
         let stderr = out.path().with_extension("stderr");
         let started = Instant::now();
-        let child = Command::new(self.bin)
+        let child = Command::new(bin)
             .arg("sign")
             .arg("--input")
             .arg(list)
@@ -817,15 +854,6 @@ struct Run<'a> {
     load: String,
     elapsed: Duration,
     nginx_workers: usize,
-}
-
-/// "-" for what was not measured.
-fn fmt(x: f64, decimals: usize) -> String {
-    if x.is_finite() {
-        format!("{x:.decimals$}")
-    } else {
-        "-".into()
-    }
 }
 
 fn mib(kib: f64) -> f64 {
@@ -1137,6 +1165,7 @@ impl Run<'_> {
                     "seccomp" => "sign --input, seccomp".into(),
                     "seccomp-nosync" => "sign --input --no-sync, seccomp".into(),
                     "seccomp-tmpfs" => "sign --input to tmpfs, seccomp".into(),
+                    "other" => "sign --input, seccomp, --other binary".into(),
                     _ => "sign --input, ptrace".into(),
                 },
                 points: self

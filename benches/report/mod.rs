@@ -340,7 +340,7 @@ pub fn write_json(r: &Results, path: &Path) -> io::Result<()> {
 }
 
 /// "-" for a quantity that was not measured (NaN from an empty vector).
-fn fmt(x: f64, decimals: usize) -> String {
+pub fn fmt(x: f64, decimals: usize) -> String {
     if x.is_finite() {
         format!("{x:.decimals$}")
     } else {
