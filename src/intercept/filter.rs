@@ -111,3 +111,48 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, FilterError
         })
         .collect())
 }
+
+/// `base` behind a prefix that lets `openat` through, without a
+/// notification, when it comes from one of the instructions at `ips` (see
+/// `loader.rs` for why that is sound). Classic BPF only jumps forward, so
+/// the prefix either returns "allow" or falls through into `base`
+/// unchanged.
+pub fn exempting_openat(base: Vec<libc::sock_filter>, ips: &[u64]) -> Vec<libc::sock_filter> {
+    // struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; ...
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    const IP_LO: u32 = 8;
+    const IP_HI: u32 = 12;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    // Four instructions per address keep every jump within a u8.
+    let ips = &ips[..ips.len().min(60)];
+    if ips.is_empty() || !cfg!(target_arch = "x86_64") {
+        return base;
+    }
+    let op = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
+    let len = 6 + 4 * ips.len();
+    let allow = len - 1;
+    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    let mut p = Vec::with_capacity(len + base.len());
+    p.push(op(LD_ABS, ARCH, 0, 0));
+    p.push(op(JEQ, AUDIT_ARCH_X86_64, 0, to(1, len)));
+    p.push(op(LD_ABS, NR, 0, 0));
+    p.push(op(JEQ, libc::SYS_openat as u32, 0, to(3, len)));
+    for &ip in ips {
+        let at = p.len();
+        p.push(op(LD_ABS, IP_HI, 0, 0));
+        p.push(op(JEQ, (ip >> 32) as u32, 0, 2));
+        p.push(op(LD_ABS, IP_LO, 0, 0));
+        p.push(op(JEQ, ip as u32, to(at + 3, allow), 0));
+    }
+    p.push(op(JA, 1, 0, 0));
+    p.push(op(RET, RET_ALLOW, 0, 0));
+    debug_assert_eq!(p.len(), len);
+    p.extend(base);
+    p
+}

@@ -18,6 +18,7 @@
 
 pub mod decode;
 pub mod filter;
+pub mod loader;
 pub mod mem;
 pub mod procfs;
 pub mod ptrace;

@@ -58,11 +58,9 @@ pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
         })
 }
 
-/// Where the vDSO of thread `tid`'s process starts (AT_SYSINFO_EHDR in its
-/// auxiliary vector); `None` if it has none. Much cheaper than
-/// [`vdso_range`], which makes the kernel format every mapping.
-pub fn vdso_base(tid: i32) -> io::Result<Option<u64>> {
-    const AT_SYSINFO_EHDR: u64 = 33;
+/// The value of entry `key` in the auxiliary vector of thread `tid`'s
+/// process; `None` if it has none or it is 0.
+fn auxv_value(tid: i32, key: u64) -> io::Result<Option<u64>> {
     let auxv = read_small(&format!("/proc/{tid}/auxv"))?;
     Ok(auxv
         .chunks_exact(16)
@@ -70,23 +68,98 @@ pub fn vdso_base(tid: i32) -> io::Result<Option<u64>> {
             let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
             (word(&e[..8]), word(&e[8..]))
         })
-        .find(|&(key, _)| key == AT_SYSINFO_EHDR)
+        .find(|&(k, _)| k == key)
         .map(|(_, value)| value)
         .filter(|&v| v != 0))
 }
 
+/// Where the vDSO of thread `tid`'s process starts (AT_SYSINFO_EHDR in its
+/// auxiliary vector); `None` if it has none. Much cheaper than
+/// [`vdso_range`], which makes the kernel format every mapping.
+pub fn vdso_base(tid: i32) -> io::Result<Option<u64>> {
+    auxv_value(tid, libc::AT_SYSINFO_EHDR)
+}
+
+/// Where the program interpreter (the dynamic loader) of thread `tid`'s
+/// process was loaded (AT_BASE); `None` for a static program.
+pub fn interpreter_base(tid: i32) -> io::Result<Option<u64>> {
+    auxv_value(tid, libc::AT_BASE)
+}
+
+/// One line of /proc/PID/maps.
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub executable: bool,
+    /// The mapped file's device (as /proc prints it) and inode; inode 0
+    /// for anonymous memory.
+    pub dev: String,
+    pub inode: u64,
+    /// The file's path or a name like `[vdso]`; empty for anonymous memory.
+    pub name: String,
+}
+
+/// The mappings of `pid` ("self" for our own), in address order.
+pub fn maps(pid: impl std::fmt::Display) -> io::Result<Vec<Mapping>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(text.lines().filter_map(parse_mapping).collect())
+}
+
+fn parse_mapping(line: &str) -> Option<Mapping> {
+    // start-end perms offset dev inode [name]
+    let mut f = line.splitn(6, ' ');
+    let (start, end) = f.next()?.split_once('-')?;
+    let perms = f.next()?;
+    let _offset = f.next()?;
+    let dev = f.next()?.to_string();
+    let inode = f.next()?.parse().ok()?;
+    Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        executable: perms.as_bytes().get(2) == Some(&b'x'),
+        dev,
+        inode,
+        name: f.next().unwrap_or("").trim().to_string(),
+    })
+}
+
 /// The address range of the `[vdso]` mapping of `pid` ("self" for our own).
 pub fn vdso_range(pid: &str) -> io::Result<Option<(u64, u64)>> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    for line in maps.lines() {
-        if line.trim_end().ends_with("[vdso]") {
-            let range = line.split_whitespace().next().unwrap_or("");
-            if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                    return Ok(Some((a, b)));
-                }
-            }
+    Ok(maps(pid)?
+        .into_iter()
+        .find(|m| m.name == "[vdso]")
+        .map(|m| (m.start, m.end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_parse() {
+        let m = parse_mapping(
+            "7ffff7fc3000-7ffff7fe9000 r-xp 00001000 fe:01 1311032                    /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        )
+        .unwrap();
+        assert_eq!((m.start, m.end), (0x7ffff7fc3000, 0x7ffff7fe9000));
+        assert!(m.executable);
+        assert_eq!((m.dev.as_str(), m.inode), ("fe:01", 1311032));
+        assert_eq!(m.name, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        let anon = parse_mapping("7ffff7d8e000-7ffff7d91000 rw-p 00000000 00:00 0 ").unwrap();
+        assert!(!anon.executable);
+        assert_eq!((anon.inode, anon.name.as_str()), (0, ""));
+        assert!(parse_mapping("garbage").is_none());
+    }
+
+    #[test]
+    fn our_own_vdso_and_loader_are_found() {
+        let me = std::process::id();
+        let base = vdso_base(me as i32).unwrap().expect("a vDSO");
+        let (start, end) = vdso_range("self").unwrap().expect("a [vdso] line");
+        assert!(start <= base && base < end);
+        if let Some(interp) = interpreter_base(me as i32).unwrap() {
+            let m = maps("self").unwrap();
+            assert!(m.iter().any(|m| m.start == interp && m.inode != 0));
         }
     }
-    Ok(None)
 }

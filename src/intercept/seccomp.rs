@@ -24,11 +24,11 @@ use super::served::{memfd_with, random_device};
 use super::target::{self, Listener};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
+    filter, loader, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
     StartedTx, Stats, SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
-use crate::world::{Answer, Caller, Scope, World};
+use crate::world::{Answer, Caller, Request, Scope, World};
 
 /// How the supervisor thread waits for the next notification. The
 /// synchronous wake-up (Linux 6.6) runs the woken waiter on the target's
@@ -90,6 +90,7 @@ pub fn launch(
     scope: Scope,
 ) -> Result<(target::Spawned, Listening), target::SpawnError> {
     let prog = setup(filter::program(scope, filter::Catch::Notify))?;
+    let prog = filter::exempting_openat(prog, &loader::exempt_openat());
     let vdso = setup(VdsoPatch::shared())?;
     let (child, listener) = target::spawn(program, prog)?;
     let listening = Listening {
@@ -368,12 +369,16 @@ impl<'a> Supervisor<'a> {
         };
         let caller = Caller { tid, tgid };
         let (answer, commit) = World::lock(self.world).decide(caller, &request);
+        let learn = matches!(request, Request::Open { .. }) && matches!(answer, Answer::Continue);
         let accepted = match self.carry_out(n, answer) {
             Ok(a) => a,
             Err(e) => return gone_or(self, e),
         };
         if accepted {
             World::lock(self.world).commit(commit);
+            if learn && nr == libc::SYS_openat {
+                loader::saw_continued_openat(tgid, n.data.instruction_pointer);
+            }
         }
         Ok(())
     }
