@@ -130,10 +130,10 @@ mod tests {
             .expect("an executable mapping of the loader");
         assert!(in_interpreter(me, loader_code.start).unwrap());
         // libc's open wrapper is in libc, a different file.
-        let libc_open = libc::open as usize as u64;
+        let libc_open = libc::open as *const () as usize as u64;
         assert!(!in_interpreter(me, libc_open).unwrap());
         // Our own code is not the loader either.
-        let ours = addresses_in_our_own_loader_and_libc_are_told_apart as usize as u64;
+        let ours = addresses_in_our_own_loader_and_libc_are_told_apart as *const () as usize as u64;
         assert!(!in_interpreter(me, ours).unwrap());
     }
 }
