@@ -28,8 +28,8 @@ pub type TlsStream = StreamOwned<ClientConnection, RecordChecked<TcpStream>>;
 /// - Resumption off: each connection stands alone in the transcript, and
 ///   no ticket age (a clock reading) reaches the wire.
 ///
-/// Certificate validity is checked against `SystemTime::now()` (rustls'
-/// default time provider), which the supervisor fakes.
+/// Certificate validity is checked against the first `SystemTime::now()`
+/// of the fetch, which the supervisor fakes ([`FirstReading`]).
 pub fn config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, ClientFailure> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -38,14 +38,31 @@ pub fn config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, ClientFailure> 
         add_ca_file(&mut roots, path)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientFailure::new(FailureKind::Tls, format!("TLS configuration: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config =
+        ClientConfig::builder_with_details(provider, Arc::new(FirstReading::default()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientFailure::new(FailureKind::Tls, format!("TLS configuration: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+/// rustls' clock: the first reading, for the whole fetch. rustls also
+/// reads the clock for each session ticket a server sends, which resumption
+/// being off makes useless; under the supervisor every reading is a round
+/// trip to it. One instant for the fetch also means every hop of a redirect
+/// chain is checked at the same time.
+#[derive(Debug, Default)]
+struct FirstReading(std::sync::OnceLock<Option<rustls::pki_types::UnixTime>>);
+
+impl rustls::time_provider::TimeProvider for FirstReading {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        *self
+            .0
+            .get_or_init(|| rustls::time_provider::DefaultTimeProvider.current_time())
+    }
 }
 
 /// Adds every certificate of a PEM file as a trust anchor. A file that

@@ -17,7 +17,6 @@ pub struct FilterError(String);
 /// Syscalls the world answers in every scope. The clock calls normally stay
 /// in the vDSO; the vDSO patch turns them into real syscalls.
 const ALWAYS: &[&str] = &[
-    "getrandom",
     "clock_gettime",
     "clock_getres",
     "gettimeofday",
@@ -70,6 +69,16 @@ fn build(scope: Scope, catch: Catch) -> Result<Vec<libc::sock_filter>, FilterErr
         let sys = ScmpSyscall::from_name(name).map_err(|e| err(name, e))?;
         ctx.add_rule(action, sys).map_err(|e| err(name, e))?;
     }
+    // getrandom of 0 bytes draws nothing: a probe (the getrandom crate
+    // makes one per process) the kernel answers as the world would, 0, or
+    // EINVAL for flags it does not know.
+    let getrandom = ScmpSyscall::from_name("getrandom").map_err(|e| err("getrandom", e))?;
+    ctx.add_rule_conditional(
+        action,
+        getrandom,
+        &[ScmpArgCompare::new(1, ScmpCompareOp::NotEqual, 0)],
+    )
+    .map_err(|e| err("getrandom", e))?;
     if catch == Catch::Trace {
         // The tracer patches the vDSO at the exec event instead.
         return export(&ctx);
