@@ -59,7 +59,7 @@ pub const CLIENT_NAME: &str = "tlsign-seccomp-client";
 /// Cargo.lock.
 pub const CLIENT_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "+rustls-0.23.46+ring-0.17.14+http-v3+clock-once"
+    "+rustls-0.23.46+ring-0.17.14+http-v3+clock-once+rand-pool"
 );
 
 /// The identity recorded in transcripts.

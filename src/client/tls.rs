@@ -37,7 +37,10 @@ pub fn config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, ClientFailure> 
     for path in ca_files {
         add_ca_file(&mut roots, path)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        secure_random: &POOLED_RANDOM,
+        ..rustls::crypto::ring::default_provider()
+    });
     let mut config =
         ClientConfig::builder_with_details(provider, Arc::new(FirstReading::default()))
             .with_safe_default_protocol_versions()
@@ -62,6 +65,38 @@ impl rustls::time_provider::TimeProvider for FirstReading {
         *self
             .0
             .get_or_init(|| rustls::time_provider::DefaultTimeProvider.current_time())
+    }
+}
+
+/// rustls' randomness (session id, extension order, ClientHello random),
+/// drawn from getrandom a block at a time rather than a call per value:
+/// under the supervisor every getrandom is a round trip to it. Still all
+/// from getrandom, so still the world's; ring's key exchange draws its own.
+static POOLED_RANDOM: PooledRandom = PooledRandom(std::sync::Mutex::new(Vec::new()));
+
+/// Bytes drawn per getrandom.
+const RANDOM_BLOCK: usize = 256;
+
+#[derive(Debug)]
+struct PooledRandom(std::sync::Mutex<Vec<u8>>);
+
+impl rustls::crypto::SecureRandom for PooledRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        let system = rustls::crypto::ring::default_provider().secure_random;
+        if buf.len() > RANDOM_BLOCK {
+            return system.fill(buf);
+        }
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < buf.len() {
+            // What is left is too short: dropped, so which bytes go where
+            // depends only on the sizes asked for.
+            pool.resize(RANDOM_BLOCK, 0);
+            system.fill(&mut pool)?;
+        }
+        let rest = pool.split_off(buf.len());
+        buf.copy_from_slice(&pool);
+        *pool = rest;
+        Ok(())
     }
 }
 

@@ -121,12 +121,11 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, FilterError
         .collect())
 }
 
-/// `base` behind a prefix that lets `openat` through, without a
-/// notification, when it comes from one of the instructions at `ips` (see
-/// `loader.rs` for why that is sound). Classic BPF only jumps forward, so
-/// the prefix either returns "allow" or falls through into `base`
-/// unchanged.
-pub fn exempting_openat(base: Vec<libc::sock_filter>, ips: &[u64]) -> Vec<libc::sock_filter> {
+/// `base` behind a prefix that lets each (syscall number, instruction
+/// address) of `exempt` through without a notification (see `learned.rs`
+/// for when that is sound). Classic BPF only jumps forward, so the prefix
+/// either returns "allow" or falls through into `base` unchanged.
+pub fn exempting(base: Vec<libc::sock_filter>, exempt: &[(i64, u64)]) -> Vec<libc::sock_filter> {
     // struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; ...
     const NR: u32 = 0;
     const ARCH: u32 = 4;
@@ -138,26 +137,26 @@ pub fn exempting_openat(base: Vec<libc::sock_filter>, ips: &[u64]) -> Vec<libc::
     const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
     const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     const RET_ALLOW: u32 = 0x7fff_0000;
-    // Four instructions per address keep every jump within a u8.
-    let ips = &ips[..ips.len().min(60)];
-    if ips.is_empty() || !cfg!(target_arch = "x86_64") {
+    // Six instructions per entry keep every jump within a u8.
+    let exempt = &exempt[..exempt.len().min(32)];
+    if exempt.is_empty() || !cfg!(target_arch = "x86_64") {
         return base;
     }
     let op = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
-    let len = 6 + 4 * ips.len();
+    let len = 4 + 6 * exempt.len();
     let allow = len - 1;
     let to = |from: usize, target: usize| (target - from - 1) as u8;
     let mut p = Vec::with_capacity(len + base.len());
     p.push(op(LD_ABS, ARCH, 0, 0));
     p.push(op(JEQ, AUDIT_ARCH_X86_64, 0, to(1, len)));
-    p.push(op(LD_ABS, NR, 0, 0));
-    p.push(op(JEQ, libc::SYS_openat as u32, 0, to(3, len)));
-    for &ip in ips {
+    for &(nr, ip) in exempt {
         let at = p.len();
+        p.push(op(LD_ABS, NR, 0, 0));
+        p.push(op(JEQ, nr as u32, 0, 4));
         p.push(op(LD_ABS, IP_HI, 0, 0));
         p.push(op(JEQ, (ip >> 32) as u32, 0, 2));
         p.push(op(LD_ABS, IP_LO, 0, 0));
-        p.push(op(JEQ, ip as u32, to(at + 3, allow), 0));
+        p.push(op(JEQ, ip as u32, to(at + 5, allow), 0));
     }
     p.push(op(JA, 1, 0, 0));
     p.push(op(RET, RET_ALLOW, 0, 0));

@@ -18,7 +18,7 @@
 
 pub mod decode;
 pub mod filter;
-pub mod loader;
+pub mod learned;
 pub mod mem;
 pub mod procfs;
 pub mod ptrace;

@@ -60,7 +60,7 @@ pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
 
 /// The value of entry `key` in the auxiliary vector of thread `tid`'s
 /// process; `None` if it has none or it is 0.
-fn auxv_value(tid: i32, key: u64) -> io::Result<Option<u64>> {
+pub fn auxv_value(tid: i32, key: u64) -> io::Result<Option<u64>> {
     let auxv = read_small(&format!("/proc/{tid}/auxv"))?;
     Ok(auxv
         .chunks_exact(16)
@@ -78,12 +78,6 @@ fn auxv_value(tid: i32, key: u64) -> io::Result<Option<u64>> {
 /// [`vdso_range`], which makes the kernel format every mapping.
 pub fn vdso_base(tid: i32) -> io::Result<Option<u64>> {
     auxv_value(tid, libc::AT_SYSINFO_EHDR)
-}
-
-/// Where the program interpreter (the dynamic loader) of thread `tid`'s
-/// process was loaded (AT_BASE); `None` for a static program.
-pub fn interpreter_base(tid: i32) -> io::Result<Option<u64>> {
-    auxv_value(tid, libc::AT_BASE)
 }
 
 /// One line of /proc/PID/maps.
@@ -157,7 +151,7 @@ mod tests {
         let base = vdso_base(me as i32).unwrap().expect("a vDSO");
         let (start, end) = vdso_range("self").unwrap().expect("a [vdso] line");
         assert!(start <= base && base < end);
-        if let Some(interp) = interpreter_base(me as i32).unwrap() {
+        if let Some(interp) = auxv_value(me as i32, libc::AT_BASE).unwrap() {
             let m = maps("self").unwrap();
             assert!(m.iter().any(|m| m.start == interp && m.inode != 0));
         }

@@ -24,7 +24,7 @@ use super::served::{memfd_with, random_device};
 use super::target::{self, Listener};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, loader, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
+    filter, learned, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
     StartedTx, Stats, SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
@@ -90,7 +90,7 @@ pub fn launch(
     scope: Scope,
 ) -> Result<(target::Spawned, Listening), target::SpawnError> {
     let prog = setup(filter::program(scope, filter::Catch::Notify))?;
-    let prog = filter::exempting_openat(prog, &loader::exempt_openat());
+    let prog = filter::exempting(prog, &learned::exemptions());
     let vdso = setup(VdsoPatch::shared())?;
     let (child, listener) = target::spawn(program, prog)?;
     let listening = Listening {
@@ -323,12 +323,18 @@ impl<'a> Supervisor<'a> {
             Decoded::Request(r) => r,
             Decoded::NewImage => {
                 if let Some(v) = self.vdso {
-                    // A target that died meanwhile has nothing left to patch.
-                    if let Err(e) = v.apply(tid) {
-                        if !sys::notif_id_valid(fd, n.id) {
-                            return Ok(());
+                    match v.apply(tid) {
+                        Ok(true) => {}
+                        // Not this image's first brk(NULL).
+                        Ok(false) => {
+                            if let Ok(tgid) = tgid_cached(tgids, tid) {
+                                learned::saw_repeated_brk(tgid, n.data.instruction_pointer);
+                            }
                         }
-                        return Err(e.into());
+                        // A target that died meanwhile has nothing left to
+                        // patch.
+                        Err(_) if !sys::notif_id_valid(fd, n.id) => return Ok(()),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 return self.send_continue(n).map_err(fail);
@@ -377,7 +383,7 @@ impl<'a> Supervisor<'a> {
         if accepted {
             World::lock(self.world).commit(commit);
             if learn && nr == libc::SYS_openat {
-                loader::saw_continued_openat(tgid, n.data.instruction_pointer);
+                learned::saw_continued_openat(tgid, n.data.instruction_pointer);
             }
         }
         Ok(())

@@ -107,15 +107,16 @@ impl VdsoPatch {
         Ok(SHARED.get_or_init(|| p).as_ref())
     }
 
-    /// Patches the vDSO of thread `tid`'s process. Idempotent.
+    /// Patches the vDSO of thread `tid`'s process. Idempotent: false if
+    /// it was already patched (or the process has no vDSO).
     ///
     /// Runs once per exec, so it stays cheap: the vDSO's address comes from
     /// the auxiliary vector (AT_SYSINFO_EHDR) rather than a walk of
     /// /proc/PID/maps, and the image is checked against ours with one read.
-    pub fn apply(&self, tid: i32) -> Result<(), VdsoError> {
+    pub fn apply(&self, tid: i32) -> Result<bool, VdsoError> {
         let write = |source| VdsoError::Write { pid: tid, source };
         let Some(start) = procfs::vdso_base(tid).map_err(write)? else {
-            return Ok(());
+            return Ok(false);
         };
         let mem = OpenOptions::new()
             .read(true)
@@ -153,8 +154,9 @@ impl VdsoPatch {
                 span[o..o + code.len()].copy_from_slice(code);
             }
             mem.write_all_at(&span, start + a as u64).map_err(write)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
