@@ -515,8 +515,30 @@ pub fn spawn_filtered(
     filter: &[libc::sock_filter],
     sock: RawFd,
 ) -> io::Result<i32> {
-    const STACK: usize = 256 << 10;
-    let mut stack = vec![0u8; STACK];
+    // The child's stack, kept per thread: a batch starts a client per URL,
+    // and a fresh 256 KiB each time was an mmap, page faults and a munmap
+    // per client. This thread is suspended while the child uses it.
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    STACK.with(|cell| {
+        let mut stack = cell.borrow_mut();
+        // Reserved, never filled: only the pages the child touches count.
+        stack.reserve_exact(CHILD_STACK);
+        let top = stack.spare_capacity_mut().as_mut_ptr_range().end;
+        spawn_on_stack(plan, filter, sock, top.cast())
+    })
+}
+
+/// The clone child's stack size: plenty for raw syscalls.
+const CHILD_STACK: usize = 256 << 10;
+
+fn spawn_on_stack(
+    plan: &ExecPlan,
+    filter: &[libc::sock_filter],
+    sock: RawFd,
+    stack_top: *mut u8,
+) -> io::Result<i32> {
     // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialize it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `all` is a valid sigset_t to fill.
@@ -536,13 +558,14 @@ pub fn spawn_filtered(
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }
-    // SAFETY: the child runs `vfork_child` on its own stack (the top of
-    // `stack`, 16-byte aligned as the ABI wants) with a pointer to
-    // `shared`; CLONE_VFORK suspends this thread until the child has exec'd
-    // or exited, so `shared` and `stack` outlive every use by the child.
+    // SAFETY: the child runs `vfork_child` on its own stack (below
+    // `stack_top`, the end of CHILD_STACK bytes the caller holds, rounded
+    // down to the 16 bytes the ABI wants; the child writes its stack before
+    // reading it) with a pointer to `shared`; CLONE_VFORK suspends this
+    // thread until the child has exec'd or exited, so `shared` and the
+    // stack outlive every use by the child.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(STACK);
-        let top = top.sub(top as usize % 16);
+        let top = stack_top.sub(stack_top as usize % 16);
         libc::clone(
             vfork_child,
             top.cast(),
@@ -553,7 +576,6 @@ pub fn spawn_filtered(
     let clone_err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut()) };
-    drop(stack);
     if pid < 0 {
         return Err(clone_err);
     }
@@ -629,4 +651,19 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
         )
     };
     fail(io::Error::last_os_error())
+}
+
+/// Fixes glibc's mmap threshold at its default (128 KiB). Left alone,
+/// glibc raises it each time a large block is freed, after which every
+/// large buffer of a long batch (relay buffers, transcripts, client
+/// output) comes from the heaps of its many threads and is returned in
+/// pieces: the supervisor's memory crept up with the number of URLs
+/// (docs/batch.md). Not on other C libraries, which have no such knob.
+pub fn fix_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; any value is accepted
+    // or refused with a return of 0.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }

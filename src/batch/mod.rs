@@ -104,6 +104,7 @@ pub fn default_jobs() -> usize {
 /// the manifest): one thread is plenty, as the clients run on the threads
 /// of a [`pool::Pool`], and a single thread wakes no other to hand work on.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    crate::sys::fix_mmap_threshold();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
