@@ -69,16 +69,18 @@ fn build(scope: Scope, catch: Catch) -> Result<Vec<libc::sock_filter>, FilterErr
         let sys = ScmpSyscall::from_name(name).map_err(|e| err(name, e))?;
         ctx.add_rule(action, sys).map_err(|e| err(name, e))?;
     }
+    // A rule for `name` that applies only when argument `arg` compares to 0
+    // as `op` says.
+    let when = |ctx: &mut ScmpFilterContext, name: &str, arg: u32, op: ScmpCompareOp| {
+        let sys = ScmpSyscall::from_name(name).map_err(|e| err(name, e))?;
+        ctx.add_rule_conditional(action, sys, &[ScmpArgCompare::new(arg, op, 0)])
+            .map(drop)
+            .map_err(|e| err(name, e))
+    };
     // getrandom of 0 bytes draws nothing: a probe (the getrandom crate
     // makes one per process) the kernel answers as the world would, 0, or
     // EINVAL for flags it does not know.
-    let getrandom = ScmpSyscall::from_name("getrandom").map_err(|e| err("getrandom", e))?;
-    ctx.add_rule_conditional(
-        action,
-        getrandom,
-        &[ScmpArgCompare::new(1, ScmpCompareOp::NotEqual, 0)],
-    )
-    .map_err(|e| err("getrandom", e))?;
+    when(&mut ctx, "getrandom", 1, ScmpCompareOp::NotEqual)?;
     if catch == Catch::Trace {
         // The tracer patches the vDSO at the exec event instead.
         return export(&ctx);
@@ -86,13 +88,7 @@ fn build(scope: Scope, catch: Catch) -> Result<Vec<libc::sock_filter>, FilterErr
     // brk(NULL) is the first syscall of every freshly exec'd glibc image,
     // dynamic or static: the moment to patch its vDSO, before libc has read
     // the clock.
-    let brk = ScmpSyscall::from_name("brk").map_err(|e| err("brk", e))?;
-    ctx.add_rule_conditional(
-        action,
-        brk,
-        &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0)],
-    )
-    .map_err(|e| err("brk", e))?;
+    when(&mut ctx, "brk", 0, ScmpCompareOp::Equal)?;
     export(&ctx)
 }
 

@@ -152,10 +152,8 @@ fn consider(
 /// Where `ip` is in process `tgid`: `None` unless it lies in executable
 /// code mapped from a file, and the process has an interpreter.
 fn locate(tgid: i32, ip: u64) -> std::io::Result<Option<Where>> {
-    let (Some(interp), Some(entry)) = (
-        procfs::auxv_value(tgid, libc::AT_BASE)?,
-        procfs::auxv_value(tgid, libc::AT_ENTRY)?,
-    ) else {
+    let [Some(interp), Some(entry)] = procfs::auxv_values(tgid, [libc::AT_BASE, libc::AT_ENTRY])?
+    else {
         return Ok(None);
     };
     let maps = procfs::maps(tgid)?;

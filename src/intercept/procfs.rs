@@ -61,16 +61,26 @@ pub fn fd_flags(pid: i32, fd: i32) -> io::Result<i32> {
 /// The value of entry `key` in the auxiliary vector of thread `tid`'s
 /// process; `None` if it has none or it is 0.
 pub fn auxv_value(tid: i32, key: u64) -> io::Result<Option<u64>> {
+    Ok(auxv_values(tid, [key])?[0])
+}
+
+/// [`auxv_value`] for several keys, from one read.
+pub fn auxv_values<const N: usize>(tid: i32, keys: [u64; N]) -> io::Result<[Option<u64>; N]> {
     let auxv = read_small(&format!("/proc/{tid}/auxv"))?;
-    Ok(auxv
+    let entries: Vec<(u64, u64)> = auxv
         .chunks_exact(16)
         .map(|e| {
             let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
             (word(&e[..8]), word(&e[8..]))
         })
-        .find(|&(k, _)| k == key)
-        .map(|(_, value)| value)
-        .filter(|&v| v != 0))
+        .collect();
+    Ok(keys.map(|key| {
+        entries
+            .iter()
+            .find(|&&(k, _)| k == key)
+            .map(|&(_, value)| value)
+            .filter(|&v| v != 0)
+    }))
 }
 
 /// Where the vDSO of thread `tid`'s process starts (AT_SYSINFO_EHDR in its
