@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -1219,17 +1219,20 @@ fn odd_input_lines_from_stdin() {
     assert!(str_field(by_line[&6], "url").len() < 200, "{}", by_line[&6]);
 }
 
-/// `--no-sync` signs the same DIR without a single fsync, fdatasync or
-/// syncfs; without it, every transcript is synced (the control).
+/// Without `--no-sync`, every transcript is durable before its name
+/// appears: in the supervisor's syscalls (under strace), a `syncfs` starts
+/// after the last write of the transcript's temporary file and ends
+/// before the rename into place. With it, there is not a single fsync,
+/// fdatasync or syncfs.
 #[test]
-fn no_sync_signs_without_syncing() {
+fn transcripts_are_synced_before_renamed_unless_no_sync() {
     if !std::process::Command::new("strace")
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success())
     {
         return skip(
-            "no_sync_signs_without_syncing",
+            "transcripts_are_synced_before_renamed_unless_no_sync",
             "strace is not installed (scripts/setup.sh installs it)",
         );
     }
@@ -1238,10 +1241,11 @@ fn no_sync_signs_without_syncing() {
     let nginx = Nginx::start(d, &pki, Cert::Valid);
     let urls: Vec<String> = (0..8).map(|i| nginx.url(&format!("/?sync={i}"))).collect();
     let list = write_list(d, "urls.txt", &urls);
-    let syncs = |name: &str, extra: &[&str]| -> usize {
+    let trace = |name: &str, extra: &[&str]| -> String {
         let out = d.join(name);
         let log = d.join(format!("{name}.strace"));
-        let mut args: Vec<OsString> = ["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o"]
+        let calls = "trace=openat,write,close,rename,fsync,fdatasync,syncfs";
+        let mut args: Vec<OsString> = ["-f", "-qq", "-s", "0", "-e", calls, "-o"]
             .map(OsString::from)
             .to_vec();
         args.push(log.clone().into());
@@ -1254,15 +1258,100 @@ fn no_sync_signs_without_syncing() {
         r.assert_stderr_mentions(&format!("{} ok, 0 failed", urls.len()));
         assert_manifest_matches_files(&out);
         assert_eq!(transcripts(&out).len(), urls.len());
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("sync"))
-            .count()
+        std::fs::read_to_string(&log).unwrap()
     };
-    assert!(
-        syncs("synced", &[]) > urls.len(),
-        "the control synced too little"
-    );
-    assert_eq!(syncs("unsynced", &["--no-sync"]), 0);
+    let synced = trace("synced", &[]);
+    let order = SyncOrder::read(&synced);
+    assert_eq!(order.renamed.len(), urls.len(), "renames seen:\n{synced}");
+    for (tmp, renamed_at) in &order.renamed {
+        let written = order.last_write[tmp];
+        assert!(
+            order
+                .syncs
+                .iter()
+                .any(|&(start, end)| written < start && end < *renamed_at),
+            "{tmp}: no syncfs between its last write (line {written}) and its rename (line {renamed_at})"
+        );
+    }
+    let unsynced = trace("unsynced", &["--no-sync"]);
+    let sync_calls = |l: &&str| {
+        ["fsync(", "fdatasync(", "syncfs("]
+            .iter()
+            .any(|c| l.contains(c))
+    };
+    assert_eq!(unsynced.lines().filter(sync_calls).count(), 0, "{unsynced}");
+}
+
+/// What `strace -f` saw of transcripts and syncs, by line number: when each
+/// temporary file was last written and renamed into place, and when each
+/// `syncfs` started and ended.
+#[derive(Default)]
+struct SyncOrder {
+    last_write: HashMap<String, usize>,
+    renamed: Vec<(String, usize)>,
+    syncs: Vec<(usize, usize)>,
+}
+
+impl SyncOrder {
+    fn read(log: &str) -> SyncOrder {
+        let mut o = SyncOrder::default();
+        // (thread, fd) -> temporary file; a thread's call in progress.
+        let mut open: HashMap<(&str, i64), String> = HashMap::new();
+        let mut pending: HashMap<&str, (usize, &str)> = HashMap::new();
+        let result =
+            |l: &str| -> Option<i64> { l.rsplit_once(" = ")?.1.split(' ').next()?.parse().ok() };
+        for (n, line) in log.lines().enumerate() {
+            let Some((tid, rest)) = line.split_once(char::is_whitespace) else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            // A call split over two lines completes on its "resumed" line.
+            let (start, call) = if let Some(r) = rest.strip_prefix("<... ") {
+                match pending.remove(tid) {
+                    Some(p) if r.starts_with(p.1.split('(').next().unwrap_or("")) => p,
+                    _ => continue,
+                }
+            } else if rest.ends_with("<unfinished ...>") {
+                pending.insert(tid, (n, rest));
+                continue;
+            } else {
+                (n, rest)
+            };
+            let quoted = |i: usize| call.split('"').nth(i).unwrap_or("").to_string();
+            let fd = || {
+                call.split_once('(')?
+                    .1
+                    .split([',', ')', ' '])
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            };
+            if call.starts_with("openat(") {
+                if let Some(fd) = result(line) {
+                    let path = quoted(1);
+                    if path.ends_with(".tmp") && call.contains("O_CREAT") {
+                        open.insert((tid, fd), path);
+                    } else {
+                        open.remove(&(tid, fd));
+                    }
+                }
+            } else if call.starts_with("write(") {
+                if let Some(path) = fd().and_then(|fd| open.get(&(tid, fd))) {
+                    o.last_write.insert(path.clone(), n);
+                }
+            } else if call.starts_with("close(") {
+                if let Some(fd) = fd() {
+                    open.remove(&(tid, fd));
+                }
+            } else if call.starts_with("syncfs(") && result(line) == Some(0) {
+                o.syncs.push((start, n));
+            } else if call.starts_with("rename(") && result(line) == Some(0) {
+                let tmp = quoted(1);
+                if o.last_write.contains_key(&tmp) {
+                    o.renamed.push((tmp, start));
+                }
+            }
+        }
+        o
+    }
 }

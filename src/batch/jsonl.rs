@@ -1,8 +1,14 @@
 //! JSON Lines out of many concurrent tasks: the manifest and the verify
 //! report. One thread owns the file and commits lines in groups: it writes
 //! every line waiting, syncs once (for the manifest), then tells each task
-//! its line is on disk. A batch of 64 concurrent signs pays one fsync per
+//! its line is on disk. A batch of 64 concurrent signs pays one sync per
 //! group, not one per URL.
+//!
+//! The manifest's sync is a `syncfs` of its file system, not an `fdatasync`
+//! of the manifest alone: it makes durable, in the same stroke, every
+//! transcript the group's tasks wrote into DIR before sending their lines.
+//! One file-system sync per group cost a quarter of one `fsync` per
+//! transcript plus one per group (docs/benchmarks.md).
 
 use std::io::{self, Write};
 use std::sync::mpsc as std_mpsc;
@@ -21,8 +27,10 @@ pub struct Writer {
 pub struct Handle(std::thread::JoinHandle<io::Result<()>>);
 
 impl Writer {
-    /// Starts the thread that owns `out`. With `durable`, a line counts as
-    /// written only once synced to disk (`out` is then a file).
+    /// Starts the thread that owns `out`. With `durable` (a file on the file
+    /// system `out` writes to), a line counts as written only once that whole
+    /// file system is synced: the line, and all that was written to it
+    /// before the line was sent.
     pub fn spawn(
         out: Box<dyn Write + Send>,
         durable: Option<std::fs::File>,
@@ -90,7 +98,7 @@ fn commit_loop(
             None => out
                 .write_all(&buf)
                 .and_then(|()| out.flush())
-                .and_then(|()| durable.as_ref().map_or(Ok(()), |f| f.sync_data())),
+                .and_then(|()| durable.as_ref().map_or(Ok(()), sync_fs)),
         };
         if let Err(e) = &r {
             failed.get_or_insert((e.kind(), e.to_string()));
@@ -107,6 +115,13 @@ fn commit_loop(
         Some((k, m)) => Err(io::Error::new(k, m)),
         None => Ok(()),
     }
+}
+
+fn sync_fs(on: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Since Linux 5.8 syncfs also reports writeback errors met since the
+    // file was opened, so a failed transcript write-back is not lost.
+    nix::unistd::syncfs(on.as_raw_fd()).map_err(io::Error::from)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! `sign --input URLS --out-dir DIR`: many URLs, one transcript each, and a
 //! manifest that always agrees with the files.
 //!
-//! A transcript reaches DIR in three steps: written and synced under a
-//! temporary name, its manifest line written and synced, then renamed into
-//! place. A crash between any two leaves either a temporary file (rewritten
+//! A transcript reaches DIR in three steps: written under a temporary
+//! name, its manifest line written and the file system synced (one
+//! `syncfs` for a group of URLs: see `jsonl`), then renamed into place. A crash between any two leaves either a temporary file (rewritten
 //! when the URL is signed again) or a line whose file is missing, which the
 //! next run drops before it starts. So a file in DIR always has its line,
 //! and "already signed" can be decided by looking for the file alone, in
@@ -170,7 +170,6 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
             switch,
             fatal: Mutex::new(None),
             retries: opts.retries,
-            sync: opts.sync,
             backoff: opts.backoff,
             template: Template {
                 ca_files,
@@ -244,7 +243,6 @@ struct Ctx {
     /// manifest cannot be written.
     fatal: Mutex<Option<Error>>,
     retries: u32,
-    sync: bool,
     backoff: Duration,
     template: Template,
 }
@@ -414,7 +412,6 @@ async fn sign_one(ctx: &Ctx, job: Job) {
         let cancel = ctx.cancel.clone();
         let last_try = attempts > ctx.retries;
         let tmp = tmp_path(ctx, &job);
-        let sync = ctx.sync;
         // The transcript that will be kept is written by the thread that
         // has it, before it takes another client.
         let (r, written) = match ctx
@@ -426,7 +423,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
                 drop(slot);
                 let written = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
-                        Some(write_file(&tmp, &transcript::encode(&s.transcript), sync))
+                        Some(write_file(&tmp, &transcript::encode(&s.transcript)))
                     }
                     _ => None,
                 };
@@ -552,7 +549,8 @@ async fn place(
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// Not synced here: the manifest's group commit syncs it (see `jsonl`).
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -560,11 +558,7 @@ fn write_file(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o666)
         .open(path)?;
-    f.write_all(bytes)?;
-    if sync {
-        f.sync_all()?;
-    }
-    Ok(())
+    f.write_all(bytes)
 }
 
 /// Appends `line` to the manifest and counts it; false (and the batch
