@@ -416,7 +416,10 @@ impl Collected {
             Collected::Pipe(h) => h.await.unwrap_or_default(),
             Collected::File(mut f, max) => {
                 use std::io::{Read, Seek};
-                let mut buf = Vec::new();
+                // Sized from the file: `take` hides the size from
+                // read_to_end, which then probes with a dozen small reads.
+                let size = f.metadata().map_or(0, |m| m.len()).min(max as u64);
+                let mut buf = Vec::with_capacity(size as usize + 1);
                 if f.rewind().is_ok() {
                     let _ = f.take(max as u64).read_to_end(&mut buf);
                 }

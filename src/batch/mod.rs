@@ -17,6 +17,7 @@ mod hosts;
 mod input;
 mod jsonl;
 mod names;
+mod placement;
 mod pool;
 mod progress;
 pub mod sign;

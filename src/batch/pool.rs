@@ -8,7 +8,7 @@
 //! cost more CPU than the rest of the supervisor together, and a thread
 //! created per URL added its own start and end. The batch's own runtime
 //! keeps the bookkeeping: reading input, per-host turns, retries, the
-//! manifest.
+//! manifest. A job and its client run on one CPU (see `placement`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Mutex};
@@ -36,7 +36,9 @@ impl Pool {
         let env = |what: &str, e: std::io::Error| Error::Environment(format!("{what}: {e}"));
         let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
+        let placement = std::sync::Arc::new(super::placement::Placement::new());
         for i in 0..n {
+            let placement = std::sync::Arc::clone(&placement);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -46,6 +48,7 @@ impl Pool {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     for job in rx {
+                        let _place = placement.place();
                         // A panicking job loses its own result (its caller
                         // sees an error), not the thread.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));

@@ -110,19 +110,40 @@ impl VdsoPatch {
     /// Patches the vDSO of thread `tid`'s process. Idempotent: false if
     /// it was already patched (or the process has no vDSO).
     ///
-    /// Runs once per exec, so it stays cheap: the vDSO's address comes from
-    /// the auxiliary vector (AT_SYSINFO_EHDR) rather than a walk of
-    /// /proc/PID/maps, and the image is checked against ours with one read.
+    /// Runs once per exec, so it stays cheap: the image is checked against
+    /// ours with one read, at the address the previous image had its vDSO.
+    /// Targets run without ASLR, so that guess is right for every client of
+    /// a batch, and the auxiliary vector (AT_SYSINFO_EHDR, a /proc open) is
+    /// read only when the check fails there.
     pub fn apply(&self, tid: i32) -> Result<bool, VdsoError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST_BASE: AtomicU64 = AtomicU64::new(0);
         let write = |source| VdsoError::Write { pid: tid, source };
-        let Some(start) = procfs::vdso_base(tid).map_err(write)? else {
-            return Ok(false);
-        };
         let mem = OpenOptions::new()
             .read(true)
             .write(true)
             .open(format!("/proc/{tid}/mem"))
             .map_err(write)?;
+        let guess = LAST_BASE.load(Ordering::Relaxed);
+        // Any failure at the guess (nothing mapped there, other bytes) only
+        // means the guess was wrong: nothing was written.
+        if guess != 0 {
+            if let Ok(patched) = self.patch_at(&mem, tid, guess) {
+                return Ok(patched);
+            }
+        }
+        let Some(start) = procfs::vdso_base(tid).map_err(write)? else {
+            return Ok(false);
+        };
+        let patched = self.patch_at(&mem, tid, start)?;
+        LAST_BASE.store(start, Ordering::Relaxed);
+        Ok(patched)
+    }
+
+    /// [`VdsoPatch::apply`] with the vDSO at `start` in `mem`: writes only
+    /// if every byte there is the image's (or a patch already made).
+    fn patch_at(&self, mem: &File, tid: i32, start: u64) -> Result<bool, VdsoError> {
+        let write = |source| VdsoError::Write { pid: tid, source };
         let mut cur = vec![0u8; self.image.len()];
         mem.read_exact_at(&mut cur, start).map_err(write)?;
         // Every byte must be ours, except that a patch site may already be
