@@ -17,7 +17,8 @@
 //! - seccomp, ptrace: one `tlsign-seccomp sign --input LIST --out-dir DIR
 //!   -j c --per-host 0 --retries 0 --backend B` process over the same list,
 //!   into a fresh directory (on disk by default: every transcript is
-//!   fsync'd, as in real use; `--tmpfs` puts it in /dev/shm);
+//!   synced, as in real use; `--tmpfs` puts it in /dev/shm). Directories
+//!   on disk are removed only at the end (see `Ctx::signed`);
 //! - seccomp-tmpfs: the same into /dev/shm, where nothing is durable and
 //!   syncs cost nothing: the cost of supervision alone.
 //!
@@ -1038,7 +1039,7 @@ impl Run<'_> {
             md,
             "Rounds: {} (each: every concurrency, and at each {} in turn; medians below), {:.0} s in all; load average {} the run. \
              Server: nginx 1.22 on 127.0.0.1 ({} worker processes), TLS 1.3, {PAGES} distinct {} KiB pages fetched by IP literal. \
-             Transcripts go to a fresh directory per run on {}, each fsync'd (seccomp-tmpfs: into /dev/shm; seccomp-nosync: `--no-sync`). \
+             Transcripts go to a fresh directory per run on {}, each synced before it is kept, as in real use, and removed only at the end of the bench (seccomp-tmpfs: into /dev/shm; seccomp-nosync: `--no-sync`). \
              URLs per run: {}.\n",
             self.s.rounds,
             self.s.variants.join(", "),

@@ -152,8 +152,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
         let durable = opts.sync.then_some(sync);
-        let (writer, handle) = jsonl::Writer::spawn(Box::new(manifest_file), durable)
-            .map_err(|e| Error::Environment(format!("cannot start the manifest writer: {e}")))?;
+        let (writer, handle) = jsonl::Writer::new(Box::new(manifest_file), durable);
         let (switch, cancel) = CancelSwitch::new();
         let signals = session::on_signal(switch.clone())?;
         let counts = Arc::new(Counts::default());
@@ -348,7 +347,7 @@ async fn dispatch(
 
 /// Checks an entry and decides whether this shard signs it; a bad entry
 /// gets its failure line here.
-async fn prepare(ctx: &Ctx, entry: Entry, shard: Option<Shard>) -> Option<Job> {
+async fn prepare(ctx: &Arc<Ctx>, entry: Entry, shard: Option<Shard>) -> Option<Job> {
     let (raw, parsed) = match entry.text {
         // The name and shard are derived from the normalized URL, the one
         // the client is given.
@@ -382,7 +381,7 @@ async fn prepare(ctx: &Ctx, entry: Entry, shard: Option<Shard>) -> Option<Job> {
 
 /// Signs one URL (with retries) and records the result. Nothing is recorded
 /// if the batch is stopped first.
-async fn sign_one(ctx: &Ctx, job: Job) {
+async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let started = Instant::now();
     let host = job.url.host_str().unwrap_or("").to_string();
     let _turn = tokio::select! {
@@ -411,23 +410,29 @@ async fn sign_one(ctx: &Ctx, job: Job) {
         };
         let cancel = ctx.cancel.clone();
         let last_try = attempts > ctx.retries;
-        let tmp = tmp_path(ctx, &job);
-        // The transcript that will be kept is written by the thread that
-        // has it, before it takes another client.
-        let (r, written) = match ctx
+        let keep = Keep {
+            ctx: Arc::clone(ctx),
+            name: job.name.clone(),
+            line: job.line,
+            attempts,
+            started,
+        };
+        // The transcript that will be kept is placed into DIR by the thread
+        // that has it, before it takes another client: no hand-off.
+        let (r, placed) = match ctx
             .pool
             .run(move |rt| {
                 let r = rt.block_on(one::fetch(fetch, cancel));
                 // The client is gone: the next may start while this
                 // thread writes.
                 drop(slot);
-                let written = match &r {
+                let placed = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
-                        Some(write_file(&tmp, &transcript::encode(&s.transcript)))
+                        Some(keep.place(s))
                     }
                     _ => None,
                 };
-                (r, written)
+                (r, placed)
             })
             .await
         {
@@ -462,7 +467,7 @@ async fn sign_one(ctx: &Ctx, job: Job) {
             Err(f) => f.transient,
         };
         if !again || attempts > ctx.retries {
-            break (r, written);
+            break (r, placed);
         }
         // 1 s, 2 s, 4 s ... with the slot given back meanwhile.
         let wait = ctx.backoff.saturating_mul(1 << (attempts - 1).min(5));
@@ -474,13 +479,14 @@ async fn sign_one(ctx: &Ctx, job: Job) {
     };
     let elapsed = started.elapsed();
     let url = job.url.as_str().to_string();
-    let (result, written) = result;
     let line = match result {
-        Ok(signed) => match place(ctx, &job, signed, written, attempts, elapsed).await {
-            Ok(()) => return,
-            Err(e) => ManifestLine::failed(url, e, job.line, elapsed, attempts),
-        },
-        Err(f) => ManifestLine::failed(url, f.error.to_string(), job.line, elapsed, attempts),
+        (Ok(_), Some(Ok(()))) => return,
+        (Ok(_), Some(Err(e))) => ManifestLine::failed(url, e, job.line, elapsed, attempts),
+        (Ok(_), None) => {
+            let e = "the transcript was not kept (a bug: please report it)".to_string();
+            ManifestLine::failed(url, e, job.line, elapsed, attempts)
+        }
+        (Err(f), _) => ManifestLine::failed(url, f.error.to_string(), job.line, elapsed, attempts),
     };
     record(ctx, line).await;
 }
@@ -490,63 +496,68 @@ fn retry_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 502 | 503 | 504)
 }
 
-/// Where a transcript is written before its manifest line.
-fn tmp_path(ctx: &Ctx, job: &Job) -> PathBuf {
-    ctx.out_dir.join(format!(".{}.tmp", job.name))
+/// What a pool thread needs to put a signed transcript into DIR.
+struct Keep {
+    ctx: Arc<Ctx>,
+    name: String,
+    line: u64,
+    attempts: u32,
+    started: Instant,
 }
 
-/// Puts a signed transcript into DIR in the order the module doc gives; it
-/// was already `written` to its temporary name (None: not written, a bug).
-/// An `Err` is the reason the URL failed (its transcript is not kept).
-async fn place(
-    ctx: &Ctx,
-    job: &Job,
-    signed: Signed,
-    written: Option<std::io::Result<()>>,
-    attempts: u32,
-    elapsed: Duration,
-) -> Result<(), String> {
-    let t = signed.transcript;
-    let r = &t.response;
-    let status = if (200..300).contains(&r.status) {
-        Status::Ok
-    } else {
-        Status::HttpError
-    };
-    let line = ManifestLine {
-        url: t.url.clone(),
-        file: Some(job.name.clone()),
-        status,
-        http_status: Some(r.status),
-        body_bytes: Some(r.body.len() as u64),
-        body_sha256: Some(names::hex(&Sha256::digest(&r.body))),
-        signed_at: Some(t.clock_start.to_rfc3339()),
-        error: (status == Status::HttpError).then(|| format!("HTTP {}", r.status)),
-        duration_ms: elapsed.as_millis().try_into().unwrap_or(u64::MAX),
-        attempts,
-        line: job.line,
-    };
-    let final_path = ctx.out_dir.join(&job.name);
-    let tmp_path = tmp_path(ctx, job);
-    let written = written.unwrap_or_else(|| Err(std::io::Error::other("not written")));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(format!("cannot write {}: {e}", tmp_path.display()));
+impl Keep {
+    /// Puts a signed transcript into DIR in the order the module doc gives:
+    /// written under a temporary name, its line committed with the file
+    /// system synced, renamed into place. Blocks on the disk. An `Err` is
+    /// the reason the URL failed (its transcript is not kept).
+    fn place(&self, signed: &Signed) -> Result<(), String> {
+        let ctx = &self.ctx;
+        let t = &signed.transcript;
+        let final_path = ctx.out_dir.join(&self.name);
+        let tmp_path = ctx.out_dir.join(format!(".{}.tmp", self.name));
+        if let Err(e) = write_file(&tmp_path, &transcript::encode(t)) {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(format!("cannot write {}: {e}", tmp_path.display()));
+        }
+        let r = &t.response;
+        let status = if (200..300).contains(&r.status) {
+            Status::Ok
+        } else {
+            Status::HttpError
+        };
+        let line = ManifestLine {
+            url: t.url.clone(),
+            file: Some(self.name.clone()),
+            status,
+            http_status: Some(r.status),
+            body_bytes: Some(r.body.len() as u64),
+            body_sha256: Some(names::hex(&Sha256::digest(&r.body))),
+            signed_at: Some(t.clock_start.to_rfc3339()),
+            error: (status == Status::HttpError).then(|| format!("HTTP {}", r.status)),
+            duration_ms: self
+                .started
+                .elapsed()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            attempts: self.attempts,
+            line: self.line,
+        };
+        if !record_now(ctx, line) {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Ok(());
+        }
+        if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
+            // The line is there and the file is not: the next run drops the
+            // line. Nothing better can be done now.
+            let _ = std::fs::remove_file(&tmp_path);
+            ctx.stop(Error::Environment(format!(
+                "cannot rename {} into place: {e}",
+                final_path.display()
+            )));
+        }
+        Ok(())
     }
-    if !record(ctx, line).await {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Ok(());
-    }
-    if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
-        // The line is there and the file is not: the next run drops the
-        // line. Nothing better can be done now.
-        let _ = std::fs::remove_file(&tmp_path);
-        ctx.stop(Error::Environment(format!(
-            "cannot rename {} into place: {e}",
-            final_path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Not synced here: the manifest's group commit syncs it (see `jsonl`).
@@ -561,9 +572,17 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
+/// [`record_now`] from async code.
+async fn record(ctx: &Arc<Ctx>, line: ManifestLine) -> bool {
+    let ctx = Arc::clone(ctx);
+    tokio::task::spawn_blocking(move || record_now(&ctx, line))
+        .await
+        .unwrap_or(false)
+}
+
 /// Appends `line` to the manifest and counts it; false (and the batch
-/// stopped) if the manifest cannot be written.
-async fn record(ctx: &Ctx, line: ManifestLine) -> bool {
+/// stopped) if the manifest cannot be written. Blocks on the disk.
+fn record_now(ctx: &Ctx, line: ManifestLine) -> bool {
     let counter: &AtomicU64 = match line.status {
         Status::Ok => &ctx.counts.ok,
         Status::HttpError => &ctx.counts.http_error,
@@ -578,7 +597,7 @@ async fn record(ctx: &Ctx, line: ManifestLine) -> bool {
         )),
         Status::Failed => Some(format!("failed: {} (line {}): {why}", line.url, line.line)),
     };
-    match ctx.manifest.append(&line).await {
+    match ctx.manifest.append_now(&line) {
         Ok(()) => {
             Counts::add(counter, 1);
             if let Some(n) = note {

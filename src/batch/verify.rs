@@ -125,8 +125,7 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
     let pool = Arc::new(Pool::new(opts.jobs, "batch-client")?);
     let summary = rt.block_on(async {
         let mut files = feed(opts.files)?;
-        let (writer, handle) = jsonl::Writer::spawn(out, None)
-            .map_err(|e| Error::Environment(format!("cannot start the report writer: {e}")))?;
+        let (writer, handle) = jsonl::Writer::new(out, None);
         let (switch, cancel) = CancelSwitch::new();
         let signals = session::on_signal(switch.clone())?;
         let counts = Arc::new(Counts::default());
