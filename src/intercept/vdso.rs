@@ -278,6 +278,69 @@ mod tests {
         );
     }
 
+    /// `apply` patches a process once, whether the address it guesses from
+    /// the last image is right (a second call) or wrong (another process,
+    /// with ASLR on here), and a patch aimed at the wrong address writes
+    /// nothing.
+    #[test]
+    fn the_guessed_address_is_checked_and_a_wrong_guess_falls_back() {
+        let p = VdsoPatch::shared()
+            .unwrap()
+            .expect("this kernel maps a vDSO");
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (spawn(), spawn());
+        let (pa, pb) = (a.id() as i32, b.id() as i32);
+        // spawn may return while the child is still inside exec, sharing
+        // our memory or with its new auxiliary vector not yet written: wait
+        // for both its new program and the vector.
+        for pid in [pa, pb] {
+            let mut tries = 0;
+            let execed = || {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|e| e.file_name().is_some_and(|n| n == "sleep"))
+            };
+            while !(execed() && matches!(procfs::vdso_base(pid), Ok(Some(_)))) {
+                tries += 1;
+                assert!(tries < 500, "no vDSO in {pid}'s auxiliary vector");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        let base = |pid| procfs::vdso_base(pid).expect("auxv").expect("a vDSO");
+        let image = |pid| {
+            let mut buf = vec![0u8; p.image.len()];
+            File::open(format!("/proc/{pid}/mem"))
+                .unwrap()
+                .read_exact_at(&mut buf, base(pid))
+                .unwrap();
+            buf
+        };
+        let mem = |pid| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/{pid}/mem"))
+                .unwrap()
+        };
+        // Aimed one page off: refused, nothing written.
+        assert!(p.patch_at(&mem(pa), pa, base(pa) + 4096).is_err());
+        assert_eq!(image(pa), p.image);
+        assert!(p.apply(pa).unwrap(), "first patch of a");
+        assert!(!p.apply(pa).unwrap(), "a is already patched");
+        assert_ne!(image(pa), p.image);
+        assert_eq!(image(pb), p.image, "patching a left b alone");
+        assert!(p.apply(pb).unwrap(), "b patched too, at its own address");
+        assert!(!p.apply(pb).unwrap());
+        for c in [&mut a, &mut b] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     #[test]
     fn garbage_is_not_an_elf() {
         assert!(dynamic_symbols(b"not an elf at all").is_err());
