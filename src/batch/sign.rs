@@ -1,11 +1,12 @@
 //! `sign --input URLS --out-dir DIR`: many URLs, one transcript each, and a
 //! manifest that always agrees with the files.
 //!
-//! A transcript reaches DIR in three steps: written under a temporary
-//! name, its manifest line written and the file system synced (one
-//! `syncfs` for a group of URLs: see `jsonl`), then renamed into place. A crash between any two leaves either a temporary file (rewritten
-//! when the URL is signed again) or a line whose file is missing, which the
-//! next run drops before it starts. So a file in DIR always has its line,
+//! A transcript reaches DIR in three steps, all on the pool thread that ran
+//! its client: written under a temporary name, its manifest line written
+//! and the file system synced (one `syncfs` for a group of URLs: see
+//! `jsonl`), then renamed into place. A crash between any two leaves either
+//! a temporary file (rewritten when the URL is signed again) or a line
+//! whose file is missing, which the next run drops before it starts. So a file in DIR always has its line,
 //! and "already signed" can be decided by looking for the file alone, in
 //! constant memory whatever the size of the list.
 
