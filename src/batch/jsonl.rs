@@ -66,15 +66,12 @@ impl Writer {
     /// Appends one record as a line; returns once it is written (and, for a
     /// durable writer, synced). Blocks: for threads that may wait on disk.
     pub fn append_now(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.0.append_line(&line)
+        self.0.append_line(&as_line(record)?)
     }
 
     /// [`Writer::append_now`] from async code, on a blocking thread.
     pub async fn append(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
+        let line = as_line(record)?;
         let shared = Arc::clone(&self.0);
         tokio::task::spawn_blocking(move || shared.append_line(&line))
             .await
@@ -85,10 +82,7 @@ impl Writer {
 impl Handle {
     /// The first error any line met, once the writers are done.
     pub fn finish(self) -> io::Result<()> {
-        match &self.0.lock().failed {
-            Some((k, m)) => Err(io::Error::new(*k, m.clone())),
-            None => Ok(()),
-        }
+        self.0.lock().error().map_or(Ok(()), Err)
     }
 }
 
@@ -99,8 +93,8 @@ impl Shared {
 
     fn append_line(&self, line: &[u8]) -> io::Result<()> {
         let mut st = self.lock();
-        if let Some((k, m)) = &st.failed {
-            return Err(io::Error::new(*k, m.clone()));
+        if let Some(e) = st.error() {
+            return Err(e);
         }
         st.waiting.extend_from_slice(line);
         st.appended += 1;
@@ -111,35 +105,51 @@ impl Shared {
                 continue;
             };
             // This thread commits everything waiting, its own line with it.
+            // Lines that were waiting when an earlier commit failed are not
+            // written: none may land after the gap.
             let group = std::mem::take(&mut st.waiting);
             let last = st.appended;
+            let failed_before = st.failed.is_some();
             drop(st);
-            let r = out
-                .write_all(&group)
-                .and_then(|()| out.flush())
-                .and_then(|()| durable.as_ref().map_or(Ok(()), sync_fs));
+            let r = if failed_before {
+                Ok(())
+            } else {
+                out.write_all(&group)
+                    .and_then(|()| out.flush())
+                    .and_then(|()| durable.as_ref().map_or(Ok(()), sync_fs))
+            };
             st = self.lock();
             st.out = Some((out, durable));
             match r {
-                Ok(()) if st.failed.is_none() => st.written = last,
+                Ok(()) if !failed_before => st.written = last,
                 Ok(()) => {}
                 Err(e) => {
                     st.failed.get_or_insert((e.kind(), e.to_string()));
                 }
             }
             st.done = last;
-            // Reuse the group's buffer for the next one.
-            if st.waiting.is_empty() {
-                st.waiting = group;
-                st.waiting.clear();
-            }
             self.committed.notify_all();
         }
-        match &st.failed {
-            Some((k, m)) if st.written < mine => Err(io::Error::new(*k, m.clone())),
+        match st.error() {
+            Some(e) if st.written < mine => Err(e),
             _ => Ok(()),
         }
     }
+}
+
+impl State {
+    /// The first error met, for one more caller to hear.
+    fn error(&self) -> Option<io::Error> {
+        let (kind, message) = self.failed.as_ref()?;
+        Some(io::Error::new(*kind, message.clone()))
+    }
+}
+
+/// `record` as one JSON line, newline included.
+fn as_line(record: &impl serde::Serialize) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 fn sync_fs(on: &std::fs::File) -> io::Result<()> {
@@ -152,6 +162,20 @@ fn sync_fs(on: &std::fs::File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The "i" of every line, sorted; panics on a line that is not whole.
+    fn numbers(text: &str) -> Vec<u64> {
+        let mut seen: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_lines_are_whole_and_all_there() {
@@ -174,16 +198,7 @@ mod tests {
         drop(w);
         h.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut seen: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        assert_eq!(numbers(&text), (0..200).collect::<Vec<_>>());
     }
 
     /// Lines appended from many threads while a slow commit is under way go
@@ -215,18 +230,50 @@ mod tests {
         drop(w);
         h.finish().unwrap();
         let (text, writes) = out.0.lock().unwrap().clone();
-        let mut seen: Vec<u64> = String::from_utf8(text)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..16).collect::<Vec<_>>());
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(numbers(&text), (0..16).collect::<Vec<_>>());
         assert!(writes < 16, "{writes} writes for 16 lines: no grouping");
+    }
+
+    /// Lines that were waiting while a commit failed are not written by
+    /// the next committer: each of their callers hears of the error.
+    #[test]
+    fn lines_waiting_behind_a_failed_commit_are_refused() {
+        #[derive(Clone, Default)]
+        struct FailsFirst(Arc<Mutex<(bool, Vec<u8>)>>);
+        impl Write for FailsFirst {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let mut g = self.0.lock().unwrap();
+                if !g.0 {
+                    g.0 = true;
+                    return Err(io::Error::other("first write fails"));
+                }
+                g.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = FailsFirst::default();
+        let (w, h) = Writer::new(Box::new(out.clone()), None);
+        let results: Vec<bool> = std::thread::scope(|s| {
+            let tasks: Vec<_> = (0..8u32)
+                .map(|i| {
+                    let w = w.clone();
+                    s.spawn(move || w.append_now(&i).is_ok())
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        drop(w);
+        assert!(h.finish().is_err());
+        assert_eq!(results, [false; 8]);
+        assert!(
+            out.0.lock().unwrap().1.is_empty(),
+            "a line landed after the gap"
+        );
     }
 
     /// A full disk: the task hears of it, and no later line lands after the
