@@ -103,6 +103,9 @@ struct Settings {
     urls: Option<usize>,
     memory_jobs: usize,
     memory_urls: Vec<usize>,
+    /// `--memory-variant V`: which variant the memory series runs
+    /// (seccomp unless given; `other` measures another build).
+    memory_variant: &'static str,
     tmpfs: bool,
     /// `--other BIN`: the binary of the `other` variant.
     other: Option<PathBuf>,
@@ -147,6 +150,7 @@ fn settings() -> Settings {
         "--jobs",
         "--urls",
         "--memory-urls",
+        "--memory-variant",
         "--tmpfs",
         "--variants",
         "--other",
@@ -162,6 +166,11 @@ fn settings() -> Settings {
         urls: value("--urls").map(|n| n.parse().expect("--urls N")),
         memory_jobs: if quick { 8 } else { 16 },
         memory_urls: value("--memory-urls").map_or(memory_urls, list),
+        memory_variant: match value("--memory-variant").as_deref() {
+            None | Some("seccomp") => "seccomp",
+            Some("other") => "other",
+            Some(v) => panic!("--memory-variant: {v}? (seccomp, other)"),
+        },
         tmpfs: flag("--tmpfs"),
         other: value("--other").map(PathBuf::from),
         variants: value("--variants").map_or(
@@ -238,7 +247,7 @@ fn main() {
     };
     let shm_root = out_root_in_shm(&s);
     assert!(
-        s.other.is_some() == s.variants.contains(&"other"),
+        s.other.is_some() == (s.variants.contains(&"other") || s.memory_variant == "other"),
         "--other BIN and the variant `other` go together"
     );
     let ctx = Ctx {
@@ -277,7 +286,7 @@ fn main() {
     }
     let mut memory: Vec<Sample> = Vec::new();
     for &n in &s.memory_urls {
-        let mut sample = ctx.run("seccomp", s.memory_jobs, &urls[..n], &list_file(n));
+        let mut sample = ctx.run(s.memory_variant, s.memory_jobs, &urls[..n], &list_file(n));
         sample.round = 0;
         eprintln!("memory: {}", sample.line());
         memory.push(sample);
@@ -1125,7 +1134,8 @@ impl Run<'_> {
 
         let _ = writeln!(
             md,
-            "\nSupervisor memory against the length of the list (seccomp, c = {}, one run each; past {PAGES} URLs the pages repeat with distinct query strings):\n",
+            "\nSupervisor memory against the length of the list ({}, c = {}, one run each; past {PAGES} URLs the pages repeat with distinct query strings):\n",
+            self.s.memory_variant,
             self.s.memory_jobs
         );
         md.push_str("| URLs | peak RSS MiB | signs/s |\n|---|---|---|\n");

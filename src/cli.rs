@@ -40,6 +40,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether this runs a batch: many clients, for as long as the list
+    /// lasts (`sign --input`, `verify` of several files or `--input`).
+    pub fn is_batch(&self) -> bool {
+        match &self.command {
+            Command::Sign(a) => a.input.is_some(),
+            Command::Verify(a) => a.input.is_some() || a.files.len() > 1,
+            Command::Run(_) | Command::Inspect(_) => false,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

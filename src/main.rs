@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         let code = tlsign_seccomp::client::child_main(args.split_off(2));
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let cli = match tlsign_seccomp::cli::Cli::try_parse_from(args) {
+    let cli = match tlsign_seccomp::cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             // --help and --version print to stdout and succeed.
@@ -50,6 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::from(tlsign_seccomp::exit::BAD_INPUT as u8);
         }
     };
+    if cli.is_batch() {
+        tlsign_seccomp::batch::reexec_tuned(&args);
+    }
     match tlsign_seccomp::cli::run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {

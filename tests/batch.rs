@@ -244,12 +244,18 @@ struct Background {
 impl Background {
     /// Starts the binary with `args`.
     fn spawn(args: &[OsString], dir: &Path, name: &str) -> Background {
+        Background::spawn_env(args, dir, name, &[])
+    }
+
+    /// The same with `env` added to the environment.
+    fn spawn_env(args: &[OsString], dir: &Path, name: &str, env: &[(&str, &str)]) -> Background {
         let (stdout, stderr) = (
             dir.join(format!("{name}.stdout")),
             dir.join(format!("{name}.stderr")),
         );
         let mut c = std::process::Command::new(bin());
         c.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -1045,6 +1051,88 @@ fn interrupted_sign_after_the_input_is_read_exits_130() {
     assert!(manifest(&out).is_empty(), "{:?}", manifest(&out));
     assert_eq!(code, Some(130), "stderr:\n{stderr}");
     assert!(stderr.contains("interrupted"), "stderr:\n{stderr}");
+}
+
+/// A batch runs with glibc's per-thread cache of freed chunks off (with
+/// it, the supervisor's memory grew with the length of the list: see
+/// `without_tcache` in src/main.rs). It re-executes itself once with the
+/// tunable added to the user's own and its arguments kept; its clients,
+/// which start with a fixed environment, see neither.
+#[test]
+fn a_batch_runs_without_glibcs_thread_cache_and_its_clients_never_see_it() {
+    if !cfg!(target_env = "gnu") {
+        return skip("a_batch_runs_without_glibcs_thread_cache", "not glibc");
+    }
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let silent = SilentServer::start();
+    let marker = marker("tcache");
+    let list = write_list(d, "stall.txt", &[url(silent.port(), &format!("/{marker}"))]);
+    let out = d.join("out");
+    let mut args = batch_args(&list, &out, &pki);
+    args.extend(["--timeout", "60", "--resolve"].map(OsString::from));
+    args.push(resolve(silent.port()).into());
+    let mut bg = Background::spawn_env(
+        &args,
+        d,
+        "tcache",
+        &[("GLIBC_TUNABLES", "glibc.malloc.perturb=0")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let clients = loop {
+        let found = processes_with(&marker);
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no client started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let environ = |pid: i32| -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap()
+            .split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    // glibc 2.36 splits the value it parsed at its colons, in place: the
+    // environment then reads as two strings.
+    let batch = std::fs::read(format!("/proc/{}/environ", bg.pid())).unwrap();
+    let want = "GLIBC_TUNABLES=glibc.malloc.perturb=0?glibc.malloc.tcache_count=0\0";
+    assert!(
+        [b':', 0].iter().any(|&sep| {
+            let want = want.replace('?', &char::from(sep).to_string());
+            batch.windows(want.len()).any(|w| w == want.as_bytes())
+        }),
+        "the batch's environment: {:?}",
+        String::from_utf8_lossy(&batch)
+    );
+    assert!(
+        environ(bg.pid())
+            .iter()
+            .any(|v| v == "TLSIGN_SECCOMP_REEXECUTED=1"),
+        "the batch's environment: {:?}",
+        String::from_utf8_lossy(&batch)
+    );
+    let cmdline: Vec<OsString> = std::fs::read(format!("/proc/{}/cmdline", bg.pid()))
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| OsString::from(String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    assert_eq!(cmdline.get(1..), Some(&args[..]), "the batch's arguments");
+    for (pid, _) in &clients {
+        let env = environ(*pid);
+        assert!(
+            !env.iter()
+                .any(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("TLSIGN_SECCOMP")),
+            "client {pid}'s environment: {env:?}"
+        );
+    }
+    bg.signal(libc::SIGINT, false);
+    let (code, stderr) = bg.wait(Duration::from_secs(20));
+    assert_no_process_with(&marker);
+    assert_eq!(code, Some(130), "stderr:\n{stderr}");
 }
 
 /// The same for verify: an interrupt during the last replays exits 130,

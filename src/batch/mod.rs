@@ -101,6 +101,15 @@ pub fn default_jobs() -> usize {
         .min(64)
 }
 
+/// To be called first thing by a program that is about to run a batch,
+/// with its whole command line: on glibc, re-executes the program once
+/// with glibc's per-thread cache of freed chunks turned off, which kept
+/// the batch's resident memory from staying flat over a long list (see
+/// docs/batch.md). Returns if that is not needed or cannot be done.
+pub fn reexec_tuned(args: &[std::ffi::OsString]) {
+    crate::sys::without_tcache(args);
+}
+
 /// The runtime of a batch's bookkeeping (input, per-host turns, retries,
 /// the manifest): one thread is plenty, as the clients run on the threads
 /// of a [`pool::Pool`], and a single thread wakes no other to hand work on.
