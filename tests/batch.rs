@@ -1053,6 +1053,43 @@ fn interrupted_sign_after_the_input_is_read_exits_130() {
     assert!(stderr.contains("interrupted"), "stderr:\n{stderr}");
 }
 
+/// Lines mode (a log file, a CI job) prints a progress line every 10 s
+/// even while nothing ends: here the only client hangs on a server that
+/// never answers, until its timeout. Before, lines came only when an entry
+/// ended, so such a batch said nothing for the whole timeout.
+#[test]
+fn lines_mode_reports_a_batch_whose_clients_all_hang() {
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let silent = SilentServer::start();
+    let list = write_list(d, "stall.txt", &[url(silent.port(), "/hang")]);
+    let out = d.join("out");
+    let mut args = batch_args(&list, &out, &pki);
+    let quiet = args
+        .iter()
+        .position(|a| a == "quiet")
+        .expect("batch_args sets --progress");
+    args[quiet] = "lines".into();
+    args.extend(["--timeout", "13", "--retries", "0", "--resolve"].map(OsString::from));
+    args.push(resolve(silent.port()).into());
+    let r = Cmd::tlsign()
+        .args(&args)
+        .timeout(Duration::from_secs(60))
+        .run();
+    r.assert_no_panic().assert_code(3);
+    let stderr = &r.stderr;
+    let (before, after) = stderr
+        .split_once("failed: ")
+        .unwrap_or_else(|| panic!("no failure line; stderr:\n{stderr}"));
+    assert!(
+        before
+            .lines()
+            .any(|l| l.starts_with("progress: 0 signed") && l.contains("1 running")),
+        "no progress line while the client hung; stderr:\n{stderr}"
+    );
+    assert!(after.contains("timed out"), "stderr:\n{stderr}");
+}
+
 /// A batch runs with glibc's per-thread cache of freed chunks off (with
 /// it, the supervisor's memory grew with the length of the list: see
 /// `without_tcache` in src/main.rs). It re-executes itself once with the

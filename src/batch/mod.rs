@@ -8,11 +8,15 @@
 //! through one JSON Lines writer (`jsonl`). Memory is bounded by `jobs`,
 //! not by the input.
 //!
+//! Signing (`sign`) and verifying (`verify`) share `driver`: the stop
+//! switch, the counts and their display, and how a batch ends.
+//!
 //! Ctrl-C (or SIGTERM) trips one switch: the dispatcher stops taking
 //! entries, running clients are killed and forgotten (no line, no file), and
 //! entries being written finish. What is on disk then agrees with the
 //! manifest, and a rerun resumes.
 
+mod driver;
 mod hosts;
 mod input;
 mod jsonl;

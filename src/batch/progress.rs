@@ -106,7 +106,13 @@ impl Progress {
         }
     }
 
-    /// Call when the counts change.
+    /// Whether this prints lines (rather than a bar, or nothing).
+    pub fn prints_lines(&self) -> bool {
+        self.last_line.is_some()
+    }
+
+    /// Call when the counts change; in lines mode, also now and then
+    /// while they do not.
     pub fn update(&self) {
         let c = &self.counts;
         if let Some(bar) = &self.bar {

@@ -22,14 +22,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::driver::Driver;
 use super::hosts::Hosts;
 use super::input::{self, Entry, Source};
 use super::jsonl;
 use super::names::{self, Shard};
 use super::pool::Pool;
-use super::progress::{self, Counts, Progress};
+use super::progress::{self, Counts};
 use super::{clip, Summary};
-use crate::session::{self, Cancel, CancelSwitch};
+use crate::session;
 use crate::sign::{self as one, Failed, Fetch, Signed};
 use crate::transcript::{self, Timestamp};
 use crate::{Backend, Error};
@@ -154,21 +155,13 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
         let input = input::read(&opts.input, 64)?;
         let durable = opts.sync.then_some(sync);
         let (writer, handle) = jsonl::Writer::new(Box::new(manifest_file), durable);
-        let (switch, cancel) = CancelSwitch::new();
-        let signals = session::on_signal(switch.clone())?;
-        let counts = Arc::new(Counts::default());
-        let progress = Progress::new(opts.progress, "signed", entries_total, Arc::clone(&counts));
         let ctx = Arc::new(Ctx {
+            run: Driver::start(opts.progress, "signed", entries_total)?,
             out_dir: dir.clone(),
             manifest: writer,
-            counts: Arc::clone(&counts),
-            progress,
             hosts: Hosts::new(opts.per_host),
             slots: Arc::new(Semaphore::new(opts.jobs)),
             pool: Arc::clone(&pool),
-            cancel: cancel.clone(),
-            switch,
-            fatal: Mutex::new(None),
             retries: opts.retries,
             backoff: opts.backoff,
             template: Template {
@@ -180,30 +173,14 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
                 backend: opts.backend,
             },
         });
-        let started = Instant::now();
         let interrupted = dispatch(&ctx, input, opts.shard, opts.jobs).await;
-        signals.abort();
-        ctx.progress.finish();
-        let fatal = ctx.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
         let ctx = Arc::into_inner(ctx).expect("every task has finished");
         drop(ctx.manifest);
+        let outcome = ctx.run.finish(interrupted);
         handle.finish().map_err(|e| {
             Error::Environment(format!("cannot write {}: {e}", manifest_path.display()))
         })?;
-        if let Some(e) = fatal {
-            return Err(e);
-        }
-        let c = &counts;
-        Ok(Summary {
-            ok: Counts::get(&c.ok),
-            http_error: Counts::get(&c.http_error),
-            failed: Counts::get(&c.failed),
-            skipped: Counts::get(&c.skipped),
-            other_shard: Counts::get(&c.other_shard),
-            interrupted,
-            elapsed: started.elapsed(),
-            peak_memory: super::peak_memory(),
-        })
+        outcome
     })?;
     // Make the renames of this run durable; each file and line already is.
     if opts.sync {
@@ -226,10 +203,9 @@ struct Template {
 
 /// The state of one batch, shared by its tasks.
 struct Ctx {
+    run: Driver,
     out_dir: PathBuf,
     manifest: jsonl::Writer,
-    counts: Arc<Counts>,
-    progress: Progress,
     hosts: Hosts,
     /// A slot is a running client: at most `-j` at once.
     slots: Arc<Semaphore>,
@@ -237,25 +213,9 @@ struct Ctx {
     /// threads as slots, so a thread still writing (and syncing) the last
     /// transcript does not hold up the next client.
     pool: Arc<Pool>,
-    cancel: Cancel,
-    switch: CancelSwitch,
-    /// Why the batch stopped on its own: the supervisor cannot run, the
-    /// manifest cannot be written.
-    fatal: Mutex<Option<Error>>,
     retries: u32,
     backoff: Duration,
     template: Template,
-}
-
-impl Ctx {
-    /// Stops the batch for a reason of its own; the first reason wins.
-    fn stop(&self, e: Error) {
-        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none() {
-            *f = Some(e);
-        }
-        self.switch.trip();
-    }
 }
 
 /// One entry, ready to sign.
@@ -281,22 +241,17 @@ async fn dispatch(
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let entry = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => break,
-            e = input.recv() => e,
-        };
-        let entry = match entry {
+        let entry = match ctx.run.next(&mut input).await {
             None => break,
             Some(Err(e)) => {
-                ctx.stop(e);
+                ctx.run.stop(e);
                 break;
             }
             Some(Ok(e)) => e,
         };
-        Counts::add(&ctx.counts.seen, 1);
+        Counts::add(&ctx.run.counts.seen, 1);
         let Some(job) = prepare(ctx, entry, shard).await else {
-            ctx.progress.update();
+            ctx.run.progress.update();
             continue;
         };
         if std::fs::symlink_metadata(ctx.out_dir.join(&job.name)).is_ok()
@@ -305,14 +260,12 @@ async fn dispatch(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(job.name.clone())
         {
-            Counts::add(&ctx.counts.skipped, 1);
-            ctx.progress.update();
+            Counts::add(&ctx.run.counts.skipped, 1);
+            ctx.run.progress.update();
             continue;
         }
-        let permit = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => break,
-            p = Arc::clone(&queue).acquire_owned() => p.expect("never closed"),
+        let Some(permit) = ctx.run.acquire(&queue).await else {
+            break;
         };
         let (ctx, in_flight) = (Arc::clone(ctx), Arc::clone(&in_flight));
         tasks.spawn(async move {
@@ -322,28 +275,13 @@ async fn dispatch(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&name);
-            ctx.progress.update();
+            ctx.run.progress.update();
             drop(permit);
         });
     }
-    let stopped_by_signal = || {
-        ctx.cancel.is_cancelled()
-            && ctx
-                .fatal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
-    };
-    if stopped_by_signal() {
-        ctx.progress.note(&format!(
-            "interrupted: stopping {} running client(s); finished URLs are kept",
-            Counts::get(&ctx.counts.running)
-        ));
-    }
-    while tasks.join_next().await.is_some() {}
-    // Asked again: a stop may come while the last tasks run, after the
-    // input has ended.
-    stopped_by_signal()
+    ctx.run
+        .wind_down(tasks, "client(s); finished URLs are kept")
+        .await
 }
 
 /// Checks an entry and decides whether this shard signs it; a bad entry
@@ -363,7 +301,7 @@ async fn prepare(ctx: &Arc<Ctx>, entry: Entry, shard: Option<Shard>) -> Option<J
         .map_or(raw.as_str(), |u| u.as_str())
         .to_string();
     if shard.is_some_and(|s| !s.owns(&key)) {
-        Counts::add(&ctx.counts.other_shard, 1);
+        Counts::add(&ctx.run.counts.other_shard, 1);
         return None;
     }
     match parsed {
@@ -387,7 +325,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let host = job.url.host_str().unwrap_or("").to_string();
     let _turn = tokio::select! {
         biased;
-        _ = ctx.cancel.cancelled() => return,
+        _ = ctx.run.cancel.cancelled() => return,
         t = ctx.hosts.acquire(&host) => t,
     };
     let mut attempts = 0u32;
@@ -395,10 +333,10 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         attempts += 1;
         let slot = tokio::select! {
             biased;
-            _ = ctx.cancel.cancelled() => return,
+            _ = ctx.run.cancel.cancelled() => return,
             s = Arc::clone(&ctx.slots).acquire_owned() => s.expect("never closed"),
         };
-        Counts::add(&ctx.counts.running, 1);
+        Counts::add(&ctx.run.counts.running, 1);
         let t = &ctx.template;
         let fetch = Fetch {
             url: job.url.as_str().to_string(),
@@ -409,7 +347,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             timeout: t.timeout,
             backend: t.backend,
         };
-        let cancel = ctx.cancel.clone();
+        let cancel = ctx.run.cancel.clone();
         let last_try = attempts > ctx.retries;
         let keep = Keep {
             ctx: Arc::clone(ctx),
@@ -446,7 +384,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
                 None,
             ),
         };
-        Counts::sub(&ctx.counts.running);
+        Counts::sub(&ctx.run.counts.running);
         let again = match &r {
             Ok(s) => retry_status(s.transcript.response.status),
             // The client died of SIGINT or SIGTERM: a Ctrl-C reached the
@@ -455,14 +393,14 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
                 error: Error::Interrupted,
                 ..
             }) => {
-                ctx.switch.trip();
+                ctx.run.switch.trip();
                 return;
             }
             Err(Failed {
                 error: e @ Error::Environment(_),
                 ..
             }) => {
-                ctx.stop(Error::Environment(e.to_string()));
+                ctx.run.stop(Error::Environment(e.to_string()));
                 return;
             }
             Err(f) => f.transient,
@@ -474,7 +412,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         let wait = ctx.backoff.saturating_mul(1 << (attempts - 1).min(5));
         tokio::select! {
             biased;
-            _ = ctx.cancel.cancelled() => return,
+            _ = ctx.run.cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     };
@@ -552,7 +490,7 @@ impl Keep {
             // The line is there and the file is not: the next run drops the
             // line. Nothing better can be done now.
             let _ = std::fs::remove_file(&tmp_path);
-            ctx.stop(Error::Environment(format!(
+            ctx.run.stop(Error::Environment(format!(
                 "cannot rename {} into place: {e}",
                 final_path.display()
             )));
@@ -585,9 +523,9 @@ async fn record(ctx: &Arc<Ctx>, line: ManifestLine) -> bool {
 /// stopped) if the manifest cannot be written. Blocks on the disk.
 fn record_now(ctx: &Ctx, line: ManifestLine) -> bool {
     let counter: &AtomicU64 = match line.status {
-        Status::Ok => &ctx.counts.ok,
-        Status::HttpError => &ctx.counts.http_error,
-        Status::Failed => &ctx.counts.failed,
+        Status::Ok => &ctx.run.counts.ok,
+        Status::HttpError => &ctx.run.counts.http_error,
+        Status::Failed => &ctx.run.counts.failed,
     };
     let why = line.error.as_deref().unwrap_or("");
     let note = match line.status {
@@ -602,13 +540,13 @@ fn record_now(ctx: &Ctx, line: ManifestLine) -> bool {
         Ok(()) => {
             Counts::add(counter, 1);
             if let Some(n) = note {
-                ctx.progress.note(&n);
+                ctx.run.progress.note(&n);
             }
-            ctx.progress.update();
+            ctx.run.progress.update();
             true
         }
         Err(e) => {
-            ctx.stop(Error::Environment(format!(
+            ctx.run.stop(Error::Environment(format!(
                 "cannot write the manifest: {e}"
             )));
             false

@@ -10,13 +10,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::driver::Driver;
 use super::input::{self, Source};
 use super::jsonl;
 use super::names;
 use super::pool::Pool;
-use super::progress::{self, Counts, Progress};
+use super::progress::{self, Counts};
 use super::{clip, Summary};
-use crate::session::{self, CancelSwitch};
+use crate::session;
 use crate::transcript::{self, Limits};
 use crate::{Backend, Error};
 
@@ -126,53 +127,34 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
     let summary = rt.block_on(async {
         let mut files = feed(opts.files)?;
         let (writer, handle) = jsonl::Writer::new(out, None);
-        let (switch, cancel) = CancelSwitch::new();
-        let signals = session::on_signal(switch.clone())?;
-        let counts = Arc::new(Counts::default());
-        let progress = Arc::new(Progress::new(
-            opts.progress,
-            "verified",
-            total,
-            Arc::clone(&counts),
-        ));
+        let run = Arc::new(Driver::start(opts.progress, "verified", total)?);
         let slots = Arc::new(Semaphore::new(opts.jobs));
-        let fatal: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
-        let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             while tasks.try_join_next().is_some() {}
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
-                f = files.recv() => f,
-            };
-            let path = match next {
+            let path = match run.next(&mut files).await {
                 None => break,
                 Some(Err(e)) => {
-                    *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    run.stop(e);
                     break;
                 }
                 Some(Ok(p)) => p,
             };
-            Counts::add(&counts.seen, 1);
-            let slot = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
-                s = Arc::clone(&slots).acquire_owned() => s.expect("never closed"),
+            Counts::add(&run.counts.seen, 1);
+            let Some(slot) = run.acquire(&slots).await else {
+                break;
             };
-            let (pool, cancel, switch, counts, progress, writer, fatal, ca_files) = (
+            let (pool, run, writer, ca_files) = (
                 Arc::clone(&pool),
-                cancel.clone(),
-                switch.clone(),
-                Arc::clone(&counts),
-                Arc::clone(&progress),
+                Arc::clone(&run),
                 writer.clone(),
-                Arc::clone(&fatal),
                 ca_files.clone(),
             );
             let (timeout, backend) = (opts.timeout, opts.backend);
             tasks.spawn(async move {
+                let counts = &run.counts;
                 Counts::add(&counts.running, 1);
+                let cancel = run.cancel.clone();
                 let r = pool
                     .run(move |rt| {
                         rt.block_on(verify_one(path, ca_files, timeout, backend, cancel))
@@ -183,72 +165,37 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
                 drop(slot);
                 let line = match r {
                     Ok(line) => line,
-                    Err(e) => {
-                        // An interrupted replay (its client died of a
-                        // Ctrl-C to the group) stops the batch too.
-                        if !matches!(e, Error::Interrupted) {
-                            fatal
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                        }
-                        switch.trip();
-                        return;
-                    }
+                    // An interrupted replay (its client died of a Ctrl-C
+                    // to the group) stops the batch too, as a signal.
+                    Err(Error::Interrupted) => return run.switch.trip(),
+                    Err(e) => return run.stop(e),
                 };
                 let counter = match line.status {
                     Status::Verified => &counts.ok,
                     Status::Failed | Status::Unreadable => &counts.failed,
                 };
                 if line.status != Status::Verified {
-                    progress.note(&format!(
+                    run.progress.note(&format!(
                         "failed: {}: {}",
                         line.file,
                         line.error.as_deref().unwrap_or("")
                     ));
                 }
                 if let Err(e) = writer.append(&line).await {
-                    fatal
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(Error::Environment(format!("cannot write the report: {e}")));
-                    switch.trip();
-                    return;
+                    return run.stop(Error::Environment(format!("cannot write the report: {e}")));
                 }
                 Counts::add(counter, 1);
-                progress.update();
+                run.progress.update();
             });
         }
-        let stopped_by_signal =
-            || cancel.is_cancelled() && fatal.lock().unwrap_or_else(|e| e.into_inner()).is_none();
-        if stopped_by_signal() {
-            progress.note(&format!(
-                "interrupted: stopping {} running replay(s)",
-                Counts::get(&counts.running)
-            ));
-        }
-        while tasks.join_next().await.is_some() {}
-        // Asked again: a stop may come while the last replays run.
-        let interrupted = stopped_by_signal();
-        signals.abort();
-        progress.finish();
+        let interrupted = run.wind_down(tasks, "replay(s)").await;
         drop(writer);
+        let run = Arc::into_inner(run).expect("every task has finished");
+        let outcome = run.finish(interrupted);
         handle
             .finish()
             .map_err(|e| Error::Environment(format!("cannot write the report: {e}")))?;
-        if let Some(e) = fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Err(e);
-        }
-        Ok(Summary {
-            ok: Counts::get(&counts.ok),
-            http_error: 0,
-            failed: Counts::get(&counts.failed),
-            skipped: 0,
-            other_shard: 0,
-            interrupted,
-            elapsed: started.elapsed(),
-            peak_memory: super::peak_memory(),
-        })
+        outcome
     })?;
     if let (Some(t), Some(p)) = (tmp.take(), &opts.report) {
         t.as_file()
