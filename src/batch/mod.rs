@@ -107,8 +107,8 @@ pub fn default_jobs() -> usize {
 
 /// To be called first thing by a program that is about to run a batch,
 /// with its whole command line: on glibc, re-executes the program once
-/// with glibc's per-thread cache of freed chunks turned off, which kept
-/// the batch's resident memory from staying flat over a long list (see
+/// with glibc's per-thread cache of freed chunks turned off, without which
+/// the batch's resident memory grew with the length of its list (see
 /// docs/batch.md). Returns if that is not needed or cannot be done.
 pub fn reexec_tuned(args: &[std::ffi::OsString]) {
     crate::sys::without_tcache(args);
