@@ -46,7 +46,7 @@ impl Cli {
     pub fn is_batch(&self) -> bool {
         match &self.command {
             Command::Sign(a) => a.input.is_some(),
-            Command::Verify(a) => a.input.is_some() || a.files.len() > 1,
+            Command::Verify(a) => a.is_batch(),
             Command::Run(_) | Command::Inspect(_) => false,
         }
     }
@@ -194,6 +194,13 @@ pub struct VerifyArgs {
     /// notification, or the ptrace baselines (see docs/benchmarks.md).
     #[arg(long, value_enum, default_value_t = crate::Backend::Seccomp)]
     pub backend: crate::Backend,
+}
+
+impl VerifyArgs {
+    /// More than one transcript, or a list of them.
+    fn is_batch(&self) -> bool {
+        self.input.is_some() || self.files.len() > 1
+    }
 }
 
 /// The arguments of `inspect`.
@@ -375,7 +382,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Verify(a) => {
             let timeout = timeout(a.timeout)?;
-            if a.input.is_some() || a.files.len() > 1 {
+            if a.is_batch() {
                 if a.body.is_some() {
                     return Err(Error::Usage(
                         "--body takes one transcript, not a batch".into(),

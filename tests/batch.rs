@@ -1024,31 +1024,61 @@ fn bad_batch_options_exit_2() {
     assert_eq!(manifest(&busy).len(), 1);
 }
 
+/// A batch of one URL to a server that never answers, started in the
+/// background with `env` added, once its client runs.
+struct Stalled {
+    bg: Background,
+    /// The batch's arguments.
+    args: Vec<OsString>,
+    /// In the URL, hence in the client's command line.
+    marker: String,
+    clients: Vec<(i32, String)>,
+    out: PathBuf,
+    _server: SilentServer,
+}
+
+impl Stalled {
+    fn start(d: &Path, pki: &Pki, env: &[(&str, &str)]) -> Stalled {
+        let server = SilentServer::start();
+        let marker = marker("stall");
+        let list = write_list(d, "stall.txt", &[url(server.port(), &format!("/{marker}"))]);
+        let out = d.join("out");
+        let mut args = batch_args(&list, &out, pki);
+        args.extend(["--timeout", "60", "--resolve"].map(OsString::from));
+        args.push(resolve(server.port()).into());
+        let bg = Background::spawn_env(&args, d, "stalled", env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let clients = loop {
+            let found = processes_with(&marker);
+            if !found.is_empty() {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "no client started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Stalled {
+            bg,
+            args,
+            marker,
+            clients,
+            out,
+            _server: server,
+        }
+    }
+}
+
 /// An interrupt once the whole list has been read, while its last URL is
 /// still being signed, is an interrupt like any other: exit 130, and the
 /// summary says so.
 #[test]
 fn interrupted_sign_after_the_input_is_read_exits_130() {
     let (dir, pki) = setup();
-    let d = dir.path();
-    let silent = SilentServer::start();
-    let marker = marker("stall");
-    let list = write_list(d, "stall.txt", &[url(silent.port(), &format!("/{marker}"))]);
-    let out = d.join("out");
-    let mut args = batch_args(&list, &out, &pki);
-    args.extend(["--timeout", "60", "--resolve"].map(OsString::from));
-    args.push(resolve(silent.port()).into());
-    let mut bg = Background::spawn(&args, d, "stalled");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while processes_with(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "no client started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut b = Stalled::start(dir.path(), &pki, &[]);
     std::thread::sleep(Duration::from_millis(300));
-    bg.signal(libc::SIGINT, false);
-    let (code, stderr) = bg.wait(Duration::from_secs(20));
-    assert_no_process_with(&marker);
-    assert!(manifest(&out).is_empty(), "{:?}", manifest(&out));
+    b.bg.signal(libc::SIGINT, false);
+    let (code, stderr) = b.bg.wait(Duration::from_secs(20));
+    assert_no_process_with(&b.marker);
+    assert!(manifest(&b.out).is_empty(), "{:?}", manifest(&b.out));
     assert_eq!(code, Some(130), "stderr:\n{stderr}");
     assert!(stderr.contains("interrupted"), "stderr:\n{stderr}");
 }
@@ -1092,7 +1122,7 @@ fn lines_mode_reports_a_batch_whose_clients_all_hang() {
 
 /// A batch runs with glibc's per-thread cache of freed chunks off (with
 /// it, the supervisor's memory grew with the length of the list: see
-/// `without_tcache` in src/main.rs). It re-executes itself once with the
+/// `without_tcache` in src/sys.rs). It re-executes itself once with the
 /// tunable added to the user's own and its arguments kept; its clients,
 /// which start with a fixed environment, see neither.
 #[test]
@@ -1101,75 +1131,52 @@ fn a_batch_runs_without_glibcs_thread_cache_and_its_clients_never_see_it() {
         return skip("a_batch_runs_without_glibcs_thread_cache", "not glibc");
     }
     let (dir, pki) = setup();
-    let d = dir.path();
-    let silent = SilentServer::start();
-    let marker = marker("tcache");
-    let list = write_list(d, "stall.txt", &[url(silent.port(), &format!("/{marker}"))]);
-    let out = d.join("out");
-    let mut args = batch_args(&list, &out, &pki);
-    args.extend(["--timeout", "60", "--resolve"].map(OsString::from));
-    args.push(resolve(silent.port()).into());
-    let mut bg = Background::spawn_env(
-        &args,
-        d,
-        "tcache",
+    let mut b = Stalled::start(
+        dir.path(),
+        &pki,
         &[("GLIBC_TUNABLES", "glibc.malloc.perturb=0")],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let clients = loop {
-        let found = processes_with(&marker);
-        if !found.is_empty() {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no client started");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let environ = |pid: i32| -> Vec<String> {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .unwrap()
-            .split(|&b| b == 0)
-            .filter(|v| !v.is_empty())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect()
-    };
     // glibc 2.36 splits the value it parsed at its colons, in place: the
     // environment then reads as two strings.
-    let batch = std::fs::read(format!("/proc/{}/environ", bg.pid())).unwrap();
-    let want = "GLIBC_TUNABLES=glibc.malloc.perturb=0?glibc.malloc.tcache_count=0\0";
+    let batch = format!("\n{}\n", proc_strings(b.bg.pid(), "environ").join("\n"));
     assert!(
-        [b':', 0].iter().any(|&sep| {
-            let want = want.replace('?', &char::from(sep).to_string());
-            batch.windows(want.len()).any(|w| w == want.as_bytes())
-        }),
-        "the batch's environment: {:?}",
-        String::from_utf8_lossy(&batch)
+        [":", "\n"].iter().any(|sep| batch.contains(&format!(
+            "\nGLIBC_TUNABLES=glibc.malloc.perturb=0{sep}glibc.malloc.tcache_count=0\n"
+        ))),
+        "the batch's environment:\n{batch}"
     );
     assert!(
-        environ(bg.pid())
-            .iter()
-            .any(|v| v == "TLSIGN_SECCOMP_REEXECUTED=1"),
-        "the batch's environment: {:?}",
-        String::from_utf8_lossy(&batch)
+        batch.lines().any(|v| v == "TLSIGN_SECCOMP_REEXECUTED=1"),
+        "the batch's environment:\n{batch}"
     );
-    let cmdline: Vec<OsString> = std::fs::read(format!("/proc/{}/cmdline", bg.pid()))
-        .unwrap()
-        .split(|&b| b == 0)
-        .filter(|v| !v.is_empty())
-        .map(|v| OsString::from(String::from_utf8_lossy(v).into_owned()))
-        .collect();
-    assert_eq!(cmdline.get(1..), Some(&args[..]), "the batch's arguments");
-    for (pid, _) in &clients {
-        let env = environ(*pid);
+    let args: Vec<String> = b.args.iter().map(|a| a.to_string_lossy().into()).collect();
+    assert_eq!(
+        proc_strings(b.bg.pid(), "cmdline").get(1..),
+        Some(&args[..]),
+        "the batch's arguments"
+    );
+    for (pid, _) in &b.clients {
+        let env = proc_strings(*pid, "environ");
         assert!(
             !env.iter()
                 .any(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("TLSIGN_SECCOMP")),
             "client {pid}'s environment: {env:?}"
         );
     }
-    bg.signal(libc::SIGINT, false);
-    let (code, stderr) = bg.wait(Duration::from_secs(20));
-    assert_no_process_with(&marker);
+    b.bg.signal(libc::SIGINT, false);
+    let (code, stderr) = b.bg.wait(Duration::from_secs(20));
+    assert_no_process_with(&b.marker);
     assert_eq!(code, Some(130), "stderr:\n{stderr}");
+}
+
+/// The NUL-separated strings of /proc/PID/`file` (environ, cmdline).
+fn proc_strings(pid: i32, file: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{file}"))
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
 }
 
 /// The same for verify: an interrupt during the last replays exits 130,

@@ -331,10 +331,8 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let mut attempts = 0u32;
     let result = loop {
         attempts += 1;
-        let slot = tokio::select! {
-            biased;
-            _ = ctx.run.cancel.cancelled() => return,
-            s = Arc::clone(&ctx.slots).acquire_owned() => s.expect("never closed"),
+        let Some(slot) = ctx.run.acquire(&ctx.slots).await else {
+            return;
         };
         Counts::add(&ctx.run.counts.running, 1);
         let t = &ctx.template;
