@@ -15,10 +15,9 @@ const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
 /// a signal cannot withdraw a notification and make the syscall re-issue.
 const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
-/// Linux 5.9.
+/// Linux 5.9. (`SECCOMP_ADDFD_FLAG_SEND`, 5.14, is deliberately unused:
+/// see [`AddFd`].)
 const SECCOMP_ADDFD_FLAG_SETFD: u32 = 1;
-/// Linux 5.14: install the fd and answer with its number, atomically.
-const SECCOMP_ADDFD_FLAG_SEND: u32 = 2;
 /// Linux 6.6: wake the supervisor on the target's CPU.
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 
@@ -112,13 +111,27 @@ pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     unsafe { ioctl_notif_id_valid(listener.as_raw_fd(), &id) }.is_ok()
 }
 
-/// Where [`notif_addfd`] puts the fd in the target.
+/// Where [`notif_addfd`] puts the fd in the target. Either way the
+/// notification still needs its answer ([`notif_send`]).
+///
+/// Why not `SECCOMP_ADDFD_FLAG_SEND`, which installs and answers in one
+/// ioctl: the kernel (seen on 6.18) marks the notification answered, with
+/// the value 0, *before* the target has installed the fd, and if a signal
+/// then interrupts the supervisor's wait inside the ioctl, it takes the fd
+/// request back but leaves the answer. The target's syscall returns 0, an
+/// fd it never got: an `openat` of /etc/resolv.conf "returned" stdin. A
+/// SIGCHLD under `strace -f`, a SIGSTOP or a cgroup freezer is enough.
+/// Installing first and answering after has no such window: an interrupted
+/// ADDFD is either done or taken back whole, and with
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) the target cannot leave
+/// between the two steps. Before 5.19 a signal to the target there leaves
+/// it one unused fd, and the syscall is re-issued.
 #[derive(Clone, Copy, Debug)]
 pub enum AddFd {
-    /// Replace fd `n` (like dup2); the notification still needs an answer.
+    /// Replace fd `n` (like dup2).
     Replace(RawFd),
-    /// Take the lowest free fd and answer the notification with its number.
-    AnswerWithNew,
+    /// Take the lowest free fd.
+    Lowest,
 }
 
 /// Installs `src` into the target of notification `id`
@@ -136,7 +149,7 @@ pub fn notif_addfd(
             SECCOMP_ADDFD_FLAG_SETFD,
             u32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
         ),
-        AddFd::AnswerWithNew => (SECCOMP_ADDFD_FLAG_SEND, 0),
+        AddFd::Lowest => (0, 0),
     };
     let newfd_flags = if cloexec { libc::O_CLOEXEC as u32 } else { 0 };
     let srcfd =
@@ -148,12 +161,17 @@ pub fn notif_addfd(
         newfd,
         newfd_flags,
     };
-    // SAFETY: `addfd` is a valid seccomp_notif_addfd the kernel only reads;
-    // `src` is borrowed, hence open for the duration of the call.
-    match unsafe { ioctl_notif_addfd(listener.as_raw_fd(), &addfd) } {
-        Ok(n) => Ok(Some(n)),
-        Err(nix::Error::ENOENT) => Ok(None),
-        Err(e) => Err(errno(e)),
+    loop {
+        // SAFETY: `addfd` is a valid seccomp_notif_addfd the kernel only
+        // reads; `src` is borrowed, hence open for the duration of the call.
+        match unsafe { ioctl_notif_addfd(listener.as_raw_fd(), &addfd) } {
+            Ok(n) => return Ok(Some(n)),
+            Err(nix::Error::ENOENT) => return Ok(None),
+            // Interrupted (a handler without SA_RESTART): the kernel either
+            // finished the request, and said so, or took it back whole.
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
     }
 }
 

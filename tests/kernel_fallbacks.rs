@@ -1,5 +1,7 @@
-//! Older kernels, simulated on this one with strace's fault injection:
-//! `seccomp()` made to fail with EINVAL, as a kernel without a flag answers.
+//! Older kernels and hostile conditions, simulated on this one with
+//! strace's fault injection: `seccomp()` made to fail with EINVAL, as a
+//! kernel without a flag answers; other calls refused; a signal delivered
+//! at every supervisor ioctl.
 //!
 //! The supervisor's first `seccomp()` in the child asks for the killable
 //! wait (Linux 5.19); a kernel without it answers EINVAL, and the supervisor
@@ -86,6 +88,68 @@ fn no_killable_wait_falls_back() {
         runs[0], runs[1],
         "run must stay deterministic without the killable wait"
     );
+}
+
+/// `strace` delivering SIGCHLD (ignored by default: only its interruption
+/// counts) on entry to every ioctl, so each of the supervisor's waits
+/// inside `SECCOMP_IOCTL_NOTIF_ADDFD` is interrupted.
+fn strace_interrupting_ioctls() -> Vec<String> {
+    [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=ioctl",
+        "-e",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(["inject=ioctl:signal=SIGCHLD".into()])
+    .collect()
+}
+
+/// Pins a bug CI found: with `SECCOMP_ADDFD_FLAG_SEND`, a signal that
+/// interrupted the supervisor inside ADDFD (a SIGCHLD under `strace -f`)
+/// left the client's `openat` answered with 0, no fd installed, and its
+/// resolv.conf read from stdin: "cannot resolve". Every served file and
+/// redirected socket must survive such interruptions, in sign, verify and
+/// run (whose /dev/urandom is a served fd).
+#[test]
+fn signals_interrupting_the_supervisor_change_nothing() {
+    if !have_strace() {
+        return skip(
+            "signals_interrupting_the_supervisor_change_nothing",
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    let dir = tempdir();
+    let pki = Pki::new(dir.path());
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let file = dir.path().join("interrupted.tlsign");
+    sign(&nginx, &pki, "/", &file)
+        .wrapped(strace_interrupting_ioctls())
+        .run()
+        .assert_code(0);
+    let body = verify(&file, &pki)
+        .args(["--body", "-"])
+        .wrapped(strace_interrupting_ioctls())
+        .run();
+    body.assert_code(0);
+    assert_bytes_eq("verified body", &body.stdout, &nginx.site().index);
+
+    let probe = cc_build(dir.path(), "probe", include_str!("c/world_probe.c"));
+    let run = |interrupted: bool| {
+        let mut c = Cmd::tlsign().args(["run", "--seed", "7", "--"]).arg(&probe);
+        if interrupted {
+            c = c.wrapped(strace_interrupting_ioctls());
+        }
+        let r = c.run();
+        r.assert_code(0);
+        r.stdout
+    };
+    assert_bytes_eq("the world seen under signals", &run(true), &run(false));
 }
 
 /// A kernel that refuses the filter altogether: exit 4 and one line that

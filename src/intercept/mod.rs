@@ -38,7 +38,7 @@ use crate::world::{Destination, Scope, World};
 /// How the supervisor catches the syscalls it answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Backend {
-    /// seccomp user notification (Linux 5.14+): the fastest.
+    /// seccomp user notification (Linux 5.9+): the fastest.
     #[default]
     Seccomp,
     /// ptrace, stopping at every syscall entry and exit: the original design.

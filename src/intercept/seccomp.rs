@@ -397,6 +397,20 @@ impl<'a> Supervisor<'a> {
         sys::notif_send(self.fd, n.id, 0, 0, sys::SECCOMP_USER_NOTIF_FLAG_CONTINUE).map(drop)
     }
 
+    /// Installs `fd` at the target's lowest free number and answers with
+    /// that number, in two steps (`sys::AddFd` says why not one).
+    fn answer_with_fd(
+        &self,
+        n: &SeccompNotif,
+        fd: BorrowedFd<'_>,
+        cloexec: bool,
+    ) -> io::Result<bool> {
+        match sys::notif_addfd(self.fd, n.id, fd, AddFd::Lowest, cloexec)? {
+            Some(theirs) => sys::notif_send(self.fd, n.id, i64::from(theirs), 0, 0),
+            None => Ok(false),
+        }
+    }
+
     /// Returns whether the target accepted the answer.
     fn carry_out(&mut self, n: &SeccompNotif, answer: Answer) -> io::Result<bool> {
         let tid = n.pid as i32;
@@ -419,10 +433,7 @@ impl<'a> Supervisor<'a> {
             }
             Answer::File { content, cloexec } => {
                 let fd = memfd_with(&content)?;
-                Ok(
-                    sys::notif_addfd(self.fd, n.id, fd.as_fd(), AddFd::AnswerWithNew, cloexec)?
-                        .is_some(),
-                )
+                self.answer_with_fd(n, fd.as_fd(), cloexec)
             }
             Answer::RandomDevice {
                 stream,
@@ -430,10 +441,7 @@ impl<'a> Supervisor<'a> {
                 nonblock,
             } => {
                 let read = random_device(*stream, nonblock)?;
-                Ok(
-                    sys::notif_addfd(self.fd, n.id, read.as_fd(), AddFd::AnswerWithNew, cloexec)?
-                        .is_some(),
-                )
+                self.answer_with_fd(n, read.as_fd(), cloexec)
             }
             Answer::Redirect { to } => {
                 let fd = n.data.args[0] as i32;

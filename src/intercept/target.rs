@@ -56,7 +56,7 @@ pub enum SpawnError {
     /// The supervisor could not prepare (filter, vDSO patch, thread).
     #[error("{0}")]
     Setup(String),
-    #[error("the kernel refused the seccomp user-notification filter ({0}); tlsign-seccomp needs Linux 5.14 or newer with seccomp enabled, and no outer filter that blocks seccomp()")]
+    #[error("the kernel refused the seccomp user-notification filter ({0}); tlsign-seccomp needs Linux 5.9 or newer with seccomp enabled, and no outer filter that blocks seccomp()")]
     FilterRefused(io::Error),
 }
 
