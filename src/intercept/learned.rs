@@ -22,13 +22,18 @@
 //!   points into). The loader opens its cache and libraries, never a file
 //!   the world serves (the name-service files under /etc, the random
 //!   devices), so the world's answer to it is always "continue", which is
-//!   what the filter's "allow" does. An address is learned only after the
-//!   world answered "continue" to it.
+//!   what the filter's "allow" does. An address is learned only once the
+//!   world has decided "continue" for a call from it.
 //! - `brk(NULL)` from inside a shared library (neither the interpreter nor
 //!   the main program, `AT_ENTRY`) in an image whose vDSO was already
 //!   patched. The first `brk(NULL)` of an image is made by its loader, or
 //!   by the program itself if static, never by a library, which is only
 //!   mapped later: no image misses its patch.
+//!
+//! The /proc files are read while the call waits for its answer, and the
+//! verdict kept only if it still waits after: a process that exited and
+//! whose pid was taken by another could otherwise teach the layout of the
+//! wrong program.
 //!
 //! A program mapped differently is simply asked about every call, as
 //! before. The first program a process runs always is, so a single sign or
@@ -65,20 +70,28 @@ pub fn exemptions() -> Vec<(i64, u64)> {
         .collect()
 }
 
-/// The world answered "continue" to an `openat` that process `tgid` made
-/// from instruction address `ip`: learns `ip` if it lies in that
-/// process's dynamic loader.
-pub fn saw_continued_openat(tgid: i32, ip: u64) {
-    consider(|l| &mut l.openat, tgid, ip, |w| w.code == w.interpreter);
+/// The world answers "continue" to an `openat` that process `tgid` is
+/// making from instruction address `ip`: learns `ip` if it lies in that
+/// process's dynamic loader. `pending` tells whether the call still waits
+/// for its answer.
+pub fn saw_continued_openat(tgid: i32, ip: u64, pending: impl FnOnce() -> bool) {
+    consider(
+        |l| &mut l.openat,
+        tgid,
+        ip,
+        pending,
+        |w| w.code == w.interpreter,
+    );
 }
 
-/// Process `tgid` called `brk(NULL)` from `ip` in an image whose vDSO was
-/// already patched: learns `ip` if it lies in a shared library.
-pub fn saw_repeated_brk(tgid: i32, ip: u64) {
+/// Process `tgid` is calling `brk(NULL)` from `ip` in an image whose vDSO
+/// was already patched: learns `ip` if it lies in a shared library.
+pub fn saw_repeated_brk(tgid: i32, ip: u64, pending: impl FnOnce() -> bool) {
     consider(
         |l| &mut l.brk,
         tgid,
         ip,
+        pending,
         |w| w.code != w.interpreter && w.code != w.program,
     );
 }
@@ -119,10 +132,15 @@ struct Where {
     program: (String, u64),
 }
 
+/// Reads where `ip` lies in process `tgid` and records the verdict, but
+/// only if the call that brought us here still waits (`pending`) after the
+/// reads: until it is answered, `tgid` cannot exit, so the /proc files
+/// read were its own and not those of a process that took over its pid.
 fn consider(
     sites: fn(&mut Learned) -> &mut Sites,
     tgid: i32,
     ip: u64,
+    pending: impl FnOnce() -> bool,
     qualifies: fn(&Where) -> bool,
 ) {
     {
@@ -140,6 +158,9 @@ fn consider(
     let Ok(Some(w)) = locate(tgid, ip) else {
         return;
     };
+    if !pending() {
+        return;
+    }
     let ok = qualifies(&w);
     let mut l = learned();
     let s = sites(&mut l);
@@ -180,26 +201,33 @@ fn locate(tgid: i32, ip: u64) -> std::io::Result<Option<Where>> {
 mod tests {
     use super::*;
 
-    /// Our own code: this test process is dynamically linked, so the
-    /// loader, libc and the test binary are three different files.
-    #[test]
-    fn addresses_in_the_loader_a_library_and_the_program_are_told_apart() {
+    /// The start of our own loader's code, or `None` if this test binary
+    /// is static (no loader to find).
+    fn our_loader_code() -> Option<u64> {
         let me = std::process::id() as i32;
-        let Ok(Some(base)) = procfs::auxv_value(me, libc::AT_BASE) else {
-            // A static test binary has no loader to find.
-            return;
-        };
+        let base = procfs::auxv_value(me, libc::AT_BASE).ok()??;
         let maps = procfs::maps(me).expect("our own maps");
         let interp = maps
             .iter()
             .find(|m| m.start == base)
             .expect("AT_BASE mapped");
-        let loader_code = maps
+        let code = maps
             .iter()
             .find(|m| m.executable && m.inode == interp.inode && m.dev == interp.dev)
             .expect("an executable mapping of the loader");
+        Some(code.start)
+    }
+
+    /// Our own code: this test process is dynamically linked, so the
+    /// loader, libc and the test binary are three different files.
+    #[test]
+    fn addresses_in_the_loader_a_library_and_the_program_are_told_apart() {
+        let me = std::process::id() as i32;
+        let Some(loader_code) = our_loader_code() else {
+            return;
+        };
         let at = |ip: u64| locate(me, ip).unwrap().expect("in a file's code");
-        let loader = at(loader_code.start);
+        let loader = at(loader_code);
         assert_eq!(loader.code, loader.interpreter);
         // libc's open wrapper: a library.
         let lib = at(libc::open as *const () as usize as u64);
@@ -213,5 +241,24 @@ mod tests {
         // The stack is no file's code.
         let local = 0u8;
         assert!(locate(me, &local as *const u8 as u64).unwrap().is_none());
+    }
+
+    /// A verdict reached after the call stopped waiting is dropped: the
+    /// pid may have been another process's by then.
+    #[test]
+    fn nothing_is_learned_from_a_call_no_longer_pending() {
+        let me = std::process::id() as i32;
+        let Some(loader_code) = our_loader_code() else {
+            return;
+        };
+        let ip = loader_code + 2;
+        let learned_now = || exemptions().contains(&(libc::SYS_openat, ip));
+        saw_continued_openat(me, ip, || false);
+        assert!(!learned_now(), "learned from a call that was gone");
+        saw_continued_openat(me, ip, || true);
+        assert!(
+            learned_now(),
+            "a loader address still waiting must be learned"
+        );
     }
 }

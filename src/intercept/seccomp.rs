@@ -328,7 +328,9 @@ impl<'a> Supervisor<'a> {
                         // Not this image's first brk(NULL).
                         Ok(false) => {
                             if let Ok(tgid) = tgid_cached(tgids, tid) {
-                                learned::saw_repeated_brk(tgid, n.data.instruction_pointer);
+                                learned::saw_repeated_brk(tgid, n.data.instruction_pointer, || {
+                                    sys::notif_id_valid(fd, n.id)
+                                });
                             }
                         }
                         // A target that died meanwhile has nothing left to
@@ -375,16 +377,22 @@ impl<'a> Supervisor<'a> {
         };
         let caller = Caller { tid, tgid };
         let (answer, commit) = World::lock(self.world).decide(caller, &request);
-        let learn = matches!(request, Request::Open { .. }) && matches!(answer, Answer::Continue);
+        // Learned while the caller still waits: its /proc files are then
+        // its own (see `learned::consider`).
+        if nr == libc::SYS_openat
+            && matches!(request, Request::Open { .. })
+            && matches!(answer, Answer::Continue)
+        {
+            learned::saw_continued_openat(tgid, n.data.instruction_pointer, || {
+                sys::notif_id_valid(fd, n.id)
+            });
+        }
         let accepted = match self.carry_out(n, answer) {
             Ok(a) => a,
             Err(e) => return gone_or(self, e),
         };
         if accepted {
             World::lock(self.world).commit(commit);
-            if learn && nr == libc::SYS_openat {
-                learned::saw_continued_openat(tgid, n.data.instruction_pointer);
-            }
         }
         Ok(())
     }
