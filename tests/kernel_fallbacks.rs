@@ -1,7 +1,7 @@
 //! Older kernels and hostile conditions, simulated on this one with
 //! strace's fault injection: `seccomp()` made to fail with EINVAL, as a
-//! kernel without a flag answers; other calls refused; a signal delivered
-//! at every supervisor ioctl.
+//! kernel without a flag answers; other calls refused; signals delivered
+//! as the supervisor enters its ioctls.
 //!
 //! The supervisor's first `seccomp()` in the child asks for the killable
 //! wait (Linux 5.19); a kernel without it answers EINVAL, and the supervisor
