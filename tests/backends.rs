@@ -305,6 +305,37 @@ fn run_gives_the_same_world_under_every_backend() {
     }
 }
 
+/// `openat2` and io_uring would reach /dev/urandom (and, for io_uring, the
+/// network) without a syscall the world sees: under every backend both
+/// fail with ENOSYS, as on a kernel without them, so programs fall back to
+/// the calls it does see. Outside the world, the same probe's `openat2`
+/// works (this kernel has it), so the probe can tell.
+#[test]
+fn openat2_and_io_uring_are_missing_from_the_world() {
+    let dir = tempdir();
+    let prog = cc_build(dir.path(), "bypass_probe", include_str!("c/bypass_probe.c"));
+    let bare = Cmd::new(&prog).run();
+    bare.assert_code(0);
+    assert!(
+        bare.stdout_str().contains("openat2 ok"),
+        "outside the world:\n{}",
+        bare.stdout_str()
+    );
+    let enosys = libc::ENOSYS;
+    for b in BACKENDS {
+        let r = Cmd::tlsign()
+            .args(["run", "--backend", b, "--"])
+            .arg(&prog)
+            .run();
+        r.assert_code(0);
+        assert_eq!(
+            r.stdout_str(),
+            format!("openat2 {enosys}\nio_uring_setup {enosys}\n"),
+            "under {b}"
+        );
+    }
+}
+
 /// What is wrong with `r` as the failure of a ptrace backend without
 /// loopback: exit 4, one `error: ` line naming loopback. `None` if right.
 fn loopback_failure_problem(r: &Output) -> Option<String> {

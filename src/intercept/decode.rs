@@ -58,6 +58,7 @@ pub fn decode(nr: i64, a: [u64; 6], tid: i32, tgid: impl FnOnce() -> io::Result<
             }
         }
         libc::SYS_connect => return decode_connect(tid, a, tgid),
+        libc::SYS_openat2 | libc::SYS_io_uring_setup => Request::Unavailable,
         _ => return Decoded::Continue,
     })
 }
@@ -129,6 +130,8 @@ pub fn syscall_name(nr: i64) -> &'static str {
         libc::SYS_open => "open",
         libc::SYS_openat => "openat",
         libc::SYS_connect => "connect",
+        libc::SYS_openat2 => "openat2",
+        libc::SYS_io_uring_setup => "io_uring_setup",
         _ => "syscall",
     }
 }

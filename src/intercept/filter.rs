@@ -15,7 +15,8 @@ use crate::world::Scope;
 pub struct FilterError(String);
 
 /// Syscalls the world answers in every scope. The clock calls normally stay
-/// in the vDSO; the vDSO patch turns them into real syscalls.
+/// in the vDSO; the vDSO patch turns them into real syscalls. `openat2`
+/// and `io_uring_setup` are answered ENOSYS (`world::Request::Unavailable`).
 const ALWAYS: &[&str] = &[
     "clock_gettime",
     "clock_getres",
@@ -23,6 +24,8 @@ const ALWAYS: &[&str] = &[
     "time",
     "open",
     "openat",
+    "openat2",
+    "io_uring_setup",
 ];
 
 /// What the filter does with the syscalls the world answers.

@@ -665,6 +665,8 @@ fn answered_by_world(nr: i64, scope: Scope) -> bool {
             | libc::SYS_time
             | libc::SYS_open
             | libc::SYS_openat
+            | libc::SYS_openat2
+            | libc::SYS_io_uring_setup
     ) || (nr == libc::SYS_connect && scope == Scope::Networked)
 }
 

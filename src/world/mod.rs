@@ -92,6 +92,11 @@ pub enum Request {
         addr: SockAddr,
         sock_type: SockType,
     },
+    /// A syscall that would reach what the world answers by a way the
+    /// world cannot see: `openat2` (its path in a struct the world does not
+    /// read) and `io_uring_setup` (a ring's opens, reads and connects never
+    /// pass through a syscall at all). The world has neither.
+    Unavailable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,6 +317,9 @@ impl World {
                 )
             }
             Request::Open { ref path, flags } => self.open(key, path, flags),
+            // ENOSYS, as on a kernel without them: programs fall back to
+            // `openat` and plain syscalls, which the world does see.
+            Request::Unavailable => (Answer::Errno(libc::ENOSYS), Commit::None),
             Request::Connect {
                 ref addr,
                 sock_type,
