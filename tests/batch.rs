@@ -1358,15 +1358,8 @@ fn odd_input_lines_from_stdin() {
 /// fdatasync or syncfs.
 #[test]
 fn transcripts_are_synced_before_renamed_unless_no_sync() {
-    if !std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return skip(
-            "transcripts_are_synced_before_renamed_unless_no_sync",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("transcripts_are_synced_before_renamed_unless_no_sync") {
+        return;
     }
     let (dir, pki) = setup();
     let d = dir.path();

@@ -33,22 +33,12 @@ fn strace_injecting(when: &str) -> Vec<String> {
     strace_failing("seccomp", "EINVAL", Some(when))
 }
 
-fn have_strace() -> bool {
-    std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Without the killable wait, sign and verify still work, and `run` stays
 /// deterministic.
 #[test]
 fn no_killable_wait_falls_back() {
-    if !have_strace() {
-        return skip(
-            "no_killable_wait_falls_back",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("no_killable_wait_falls_back") {
+        return;
     }
     let dir = tempdir();
     let pki = Pki::new(dir.path());
@@ -121,11 +111,8 @@ fn strace_interrupting_ioctls() -> Vec<String> {
 /// run (whose /dev/urandom is a served fd).
 #[test]
 fn signals_interrupting_the_supervisor_change_nothing() {
-    if !have_strace() {
-        return skip(
-            "signals_interrupting_the_supervisor_change_nothing",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("signals_interrupting_the_supervisor_change_nothing") {
+        return;
     }
     let dir = tempdir();
     let pki = Pki::new(dir.path());
@@ -159,11 +146,8 @@ fn signals_interrupting_the_supervisor_change_nothing() {
 /// says what the kernel refused.
 #[test]
 fn refused_filter_exits_4_with_a_reason() {
-    if !have_strace() {
-        return skip(
-            "refused_filter_exits_4_with_a_reason",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("refused_filter_exits_4_with_a_reason") {
+        return;
     }
     let r = Cmd::tlsign()
         .args(["run", "--", "true"])
@@ -179,11 +163,8 @@ fn refused_filter_exits_4_with_a_reason() {
 /// connect through to the network: the run ends with exit 4 and the reason.
 #[test]
 fn unexaminable_connect_fails_closed() {
-    if !have_strace() {
-        return skip(
-            "unexaminable_connect_fails_closed",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("unexaminable_connect_fails_closed") {
+        return;
     }
     let dir = tempdir();
     let pki = Pki::new(dir.path());
@@ -208,11 +189,8 @@ fn unexaminable_connect_fails_closed() {
 /// real one, so the run must stop with exit 4 and say why, not go on.
 #[test]
 fn refused_vdso_patch_exits_4() {
-    if !have_strace() {
-        return skip(
-            "refused_vdso_patch_exits_4",
-            "strace is not installed (scripts/setup.sh installs it)",
-        );
+    if strace_missing("refused_vdso_patch_exits_4") {
+        return;
     }
     // The patch is the supervisor's only pwrite64.
     let r = Cmd::tlsign()

@@ -57,6 +57,22 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
+/// True, after saying the test skips, when strace is not installed (fault
+/// injection and syscall traces need it; scripts/setup.sh installs it).
+pub fn strace_missing(test: &str) -> bool {
+    let have = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        skip(
+            test,
+            "strace is not installed (scripts/setup.sh installs it)",
+        );
+    }
+    !have
+}
+
 /// Compile `c_source` with `cc` into `dir/name` and return the executable.
 pub fn cc_build(dir: &Path, name: &str, c_source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
