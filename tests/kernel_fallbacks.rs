@@ -12,6 +12,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 
 /// `strace` making `syscall` fail with `errno` on the calls `when` selects
@@ -33,6 +35,21 @@ fn strace_injecting(when: &str) -> Vec<String> {
     strace_failing("seccomp", "EINVAL", Some(when))
 }
 
+/// Signs `/` of `nginx` into `file` and verifies it, both run under
+/// `wrapper`: each must succeed, and the verified body be the page.
+fn sign_and_verify_wrapped(nginx: &Nginx, pki: &Pki, file: &Path, wrapper: Vec<String>) {
+    sign(nginx, pki, "/", file)
+        .wrapped(wrapper.clone())
+        .run()
+        .assert_code(0);
+    let body = verify(file, pki)
+        .args(["--body", "-"])
+        .wrapped(wrapper)
+        .run();
+    body.assert_code(0);
+    assert_bytes_eq("verified body", &body.stdout, &nginx.site().index);
+}
+
 /// Without the killable wait, sign and verify still work, and `run` stays
 /// deterministic.
 #[test]
@@ -44,17 +61,7 @@ fn no_killable_wait_falls_back() {
     let pki = Pki::new(dir.path());
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
     let file = dir.path().join("old-kernel.tlsign");
-    sign(&nginx, &pki, "/", &file)
-        .wrapped(strace_injecting("1"))
-        .run()
-        .assert_code(0);
-    let body = verify(&file, &pki)
-        .arg("--body")
-        .arg("-")
-        .wrapped(strace_injecting("1"))
-        .run();
-    body.assert_code(0);
-    assert_bytes_eq("verified body", &body.stdout, &nginx.site().index);
+    sign_and_verify_wrapped(&nginx, &pki, &file, strace_injecting("1"));
     // A transcript signed without the flag verifies with it, too.
     assert_bytes_eq(
         "verified body",
@@ -118,16 +125,7 @@ fn signals_interrupting_the_supervisor_change_nothing() {
     let pki = Pki::new(dir.path());
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
     let file = dir.path().join("interrupted.tlsign");
-    sign(&nginx, &pki, "/", &file)
-        .wrapped(strace_interrupting_ioctls())
-        .run()
-        .assert_code(0);
-    let body = verify(&file, &pki)
-        .args(["--body", "-"])
-        .wrapped(strace_interrupting_ioctls())
-        .run();
-    body.assert_code(0);
-    assert_bytes_eq("verified body", &body.stdout, &nginx.site().index);
+    sign_and_verify_wrapped(&nginx, &pki, &file, strace_interrupting_ioctls());
 
     let probe = cc_build(dir.path(), "probe", include_str!("c/world_probe.c"));
     let run = |interrupted: bool| {

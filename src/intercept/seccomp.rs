@@ -28,7 +28,7 @@ use super::{
     StartedTx, Stats, SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
-use crate::world::{Answer, Caller, Request, Scope, World};
+use crate::world::{Answer, Caller, Scope, World};
 
 /// How the supervisor thread waits for the next notification. The
 /// synchronous wake-up (Linux 6.6) runs the woken waiter on the target's
@@ -379,10 +379,7 @@ impl<'a> Supervisor<'a> {
         let (answer, commit) = World::lock(self.world).decide(caller, &request);
         // Learned while the caller still waits: its /proc files are then
         // its own (see `learned::consider`).
-        if nr == libc::SYS_openat
-            && matches!(request, Request::Open { .. })
-            && matches!(answer, Answer::Continue)
-        {
+        if nr == libc::SYS_openat && matches!(answer, Answer::Continue) {
             learned::saw_continued_openat(tgid, n.data.instruction_pointer, || {
                 sys::notif_id_valid(fd, n.id)
             });

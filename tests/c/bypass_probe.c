@@ -4,7 +4,7 @@
  *
  * Output, one "KEY RESULT" per line, RESULT being "ok" or the errno's
  * number:
- *   openat2         openat2(AT_FDCWD, "/dev/urandom", O_RDONLY)
+ *   openat2         openat2(AT_FDCWD, "/dev/urandom", O_RDONLY | O_CLOEXEC)
  *   io_uring_setup  io_uring_setup(1, params)
  */
 #include <errno.h>
