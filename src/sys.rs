@@ -699,10 +699,13 @@ const REEXECUTED: &str = "TLSIGN_SECCOMP_REEXECUTED";
 pub fn without_tcache(args: &[std::ffi::OsString]) {
     use std::os::unix::process::CommandExt;
     let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-    if std::env::var_os(REEXECUTED).is_some()
-        || tunables
-            .to_string_lossy()
-            .contains("glibc.malloc.tcache_count")
+    if std::env::var_os(REEXECUTED).is_some() {
+        name_after_binary();
+        return;
+    }
+    if tunables
+        .to_string_lossy()
+        .contains("glibc.malloc.tcache_count")
     {
         return;
     }
@@ -721,6 +724,31 @@ pub fn without_tcache(args: &[std::ffi::OsString]) {
         .env("GLIBC_TUNABLES", value)
         .env(REEXECUTED, "1")
         .exec();
+}
+
+/// Gives the re-executed process the name a normal start gives it. The
+/// kernel names a process after the file it executes, and that file was
+/// `/proc/self/exe`: without this, `ps`, `top` and `pgrep -x
+/// tlsign-seccomp` saw a batch as `exe`. Threads started later inherit
+/// the name.
+#[cfg(target_env = "gnu")]
+fn name_after_binary() {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Some(base) = exe.file_name() else {
+        return;
+    };
+    // The kernel keeps 15 bytes and a NUL, and would cut a longer name the
+    // same way at exec.
+    let mut name = [0u8; 16];
+    let bytes = base.as_bytes();
+    let n = bytes.len().min(15);
+    name[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes from the pointer: `name` is 16 bytes and ends in a NUL.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
 /// Other C libraries: nothing to tune.

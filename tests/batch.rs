@@ -1149,6 +1149,10 @@ fn a_batch_runs_without_glibcs_thread_cache_and_its_clients_never_see_it() {
         batch.lines().any(|v| v == "TLSIGN_SECCOMP_REEXECUTED=1"),
         "the batch's environment:\n{batch}"
     );
+    // Named after its binary, as any process is, not after /proc/self/exe,
+    // the file it re-executed: `pgrep -x tlsign-seccomp` finds it.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", b.bg.pid())).unwrap();
+    assert_eq!(comm.trim_end(), "tlsign-seccomp", "the batch's name");
     let args: Vec<String> = b.args.iter().map(|a| a.to_string_lossy().into()).collect();
     assert_eq!(
         proc_strings(b.bg.pid(), "cmdline").get(1..),
