@@ -1,88 +1,190 @@
 //! JSON Lines out of many concurrent tasks: the manifest and the verify
-//! report, committed in groups. Whoever appends while no commit is under
-//! way commits: it writes every line waiting, syncs once (for the
-//! manifest), and tells the others whose lines went with it. Those that
-//! came during a commit wait and go together in the next. A batch of 64
-//! concurrent signs pays one sync per group, not one per URL, and a lone
-//! client pays no hand-off to another thread.
+//! report, committed in groups by a thread of their own.
+//!
+//! A task hands its line over and is told once it is written (for the
+//! manifest: written and synced); it does not wait on the disk itself, so
+//! a pool thread that has just written a transcript can start the next
+//! client at once. The committing thread waits until a group has formed
+//! ([`Grouping`]: as many lines as there are clients, or the first line's
+//! linger time up), writes it, syncs once, and then runs what each line
+//! asked to have done after it (the rename of its transcript into place).
 //!
 //! The manifest's sync is a `syncfs` of its file system, not an `fdatasync`
 //! of the manifest alone: it makes durable, in the same stroke, every
-//! transcript the group's tasks wrote into DIR before sending their lines,
-//! where an `fsync` per transcript cost about 0.4 ms more CPU per URL
-//! (docs/batch.md).
+//! transcript the group's tasks wrote into DIR before handing over their
+//! lines, where an `fsync` per transcript cost about 0.4 ms more CPU per
+//! URL (docs/batch.md). Groups matter as much: a `syncfs` per URL wrote
+//! the same inode-table, bitmap and directory blocks again for every
+//! transcript (docs/batch.md has the counts).
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// When the committing thread writes the lines waiting.
+#[derive(Clone, Copy, Debug)]
+pub struct Grouping {
+    /// Commit once this many lines wait...
+    pub lines: usize,
+    /// ...or once the first of them has waited this long.
+    pub linger: Duration,
+}
+
+impl Grouping {
+    /// Every line as soon as the committing thread is free.
+    pub const EACH: Grouping = Grouping {
+        lines: 1,
+        linger: Duration::ZERO,
+    };
+}
+
+/// Run by the committing thread once a line's commit is over, with whether
+/// it succeeded; never while the lock is held.
+pub type After = Box<dyn FnOnce(bool) + Send>;
 
 /// The writing end; cheap to clone.
 #[derive(Clone)]
 pub struct Writer(Arc<Shared>);
 
-/// Reports how the writing went once every [`Writer`] is done.
-pub struct Handle(Arc<Shared>);
+/// Stops the committing thread and reports how the writing went.
+pub struct Handle {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
 struct Shared {
     state: Mutex<State>,
-    /// Rings when a commit ends.
-    committed: Condvar,
+    /// Rings when a line arrives to an empty queue, when a group is full,
+    /// and when the writer closes.
+    arrived: Condvar,
+    grouping: Grouping,
 }
 
 struct State {
-    /// The file and what syncs it, or `None` while a committer has them.
-    out: Option<(Box<dyn Write + Send>, Option<std::fs::File>)>,
-    /// Lines appended and not yet taken by a committer.
-    waiting: Vec<u8>,
-    /// Lines are numbered from 1 as appended: the last one appended, the
-    /// last one a finished commit covered, and the last one known written.
-    appended: u64,
-    done: u64,
-    written: u64,
+    waiting: Vec<Pending>,
+    /// When the oldest waiting line arrived.
+    since: Option<Instant>,
+    closed: bool,
     /// The first error sticks: later lines are refused too, so no line
     /// lands after a gap.
     failed: Option<(io::ErrorKind, String)>,
 }
 
+struct Pending {
+    line: Vec<u8>,
+    after: Option<After>,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
 impl Writer {
-    /// Writes to `out`. With `durable` (a file on the file system `out`
-    /// writes to), a line counts as written only once that whole file
-    /// system is synced: the line, and all that was written to it before
-    /// the line was appended.
-    pub fn new(out: Box<dyn Write + Send>, durable: Option<std::fs::File>) -> (Writer, Handle) {
+    /// Writes to `out` from a thread of its own. With `durable` (a file on
+    /// the file system `out` writes to), a line counts as written only
+    /// once that whole file system is synced: the line, and all that was
+    /// written to it before the line was handed over.
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        durable: Option<std::fs::File>,
+        grouping: Grouping,
+    ) -> io::Result<(Writer, Handle)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                out: Some((out, durable)),
                 waiting: Vec::new(),
-                appended: 0,
-                done: 0,
-                written: 0,
+                since: None,
+                closed: false,
                 failed: None,
             }),
-            committed: Condvar::new(),
+            arrived: Condvar::new(),
+            grouping: Grouping {
+                lines: grouping.lines.max(1),
+                ..grouping
+            },
         });
-        (Writer(Arc::clone(&shared)), Handle(shared))
+        let committer = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("batch-commit".into())
+            .spawn(move || committer.run(out, durable))?;
+        Ok((
+            Writer(Arc::clone(&shared)),
+            Handle {
+                shared,
+                thread: Some(thread),
+            },
+        ))
     }
 
-    /// Appends one record as a line; returns once it is written (and, for a
-    /// durable writer, synced). Blocks: for threads that may wait on disk.
-    pub fn append_now(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        self.0.append_line(&as_line(record)?)
-    }
-
-    /// [`Writer::append_now`] from async code, on a blocking thread.
+    /// Appends one record as a line; resolves once it is written (and, for
+    /// a durable writer, synced).
     pub async fn append(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let line = as_line(record)?;
-        let shared = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || shared.append_line(&line))
-            .await
-            .map_err(io::Error::other)?
+        let done = self.submit(as_line(record)?, None);
+        done.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Hands one record over without waiting; `after` runs on the
+    /// committing thread once the line's commit is over (see [`After`]).
+    /// The receiver tells how the commit went.
+    pub fn append_then(
+        &self,
+        record: &impl serde::Serialize,
+        after: After,
+    ) -> oneshot::Receiver<io::Result<()>> {
+        match as_line(record) {
+            Ok(line) => self.submit(line, Some(after)),
+            Err(e) => {
+                after(false);
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(e));
+                rx
+            }
+        }
+    }
+
+    fn submit(&self, line: Vec<u8>, after: Option<After>) -> oneshot::Receiver<io::Result<()>> {
+        let (done, rx) = oneshot::channel();
+        let mut st = self.0.lock();
+        if let Some(e) = st.error().or_else(|| st.closed.then(closed)) {
+            drop(st);
+            if let Some(a) = after {
+                a(false);
+            }
+            let _ = done.send(Err(e));
+            return rx;
+        }
+        st.waiting.push(Pending { line, after, done });
+        let n = st.waiting.len();
+        if n == 1 {
+            st.since = Some(Instant::now());
+        }
+        // The committing thread sleeps on an empty queue, or until a group
+        // is full: no other arrival needs to wake it.
+        if n == 1 || n == self.0.grouping.lines {
+            self.0.arrived.notify_one();
+        }
+        rx
     }
 }
 
 impl Handle {
-    /// The first error any line met, once the writers are done.
-    pub fn finish(self) -> io::Result<()> {
-        self.0.lock().error().map_or(Ok(()), Err)
+    /// Commits what is still waiting, stops the committing thread, and
+    /// returns the first error any line met.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.stop();
+        self.shared.lock().error().map_or(Ok(()), Err)
+    }
+
+    fn stop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.arrived.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -91,50 +193,71 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append_line(&self, line: &[u8]) -> io::Result<()> {
-        let mut st = self.lock();
-        if let Some(e) = st.error() {
-            return Err(e);
-        }
-        st.waiting.extend_from_slice(line);
-        st.appended += 1;
-        let mine = st.appended;
-        while st.done < mine {
-            let Some((mut out, durable)) = st.out.take() else {
-                st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
-                continue;
-            };
-            // This thread commits everything waiting, its own line with it.
-            // Lines that were waiting when an earlier commit failed are not
-            // written: none may land after the gap.
-            let group = std::mem::take(&mut st.waiting);
-            let last = st.appended;
-            let failed_before = st.failed.is_some();
-            drop(st);
-            let r = if failed_before {
-                Ok(())
-            } else {
-                out.write_all(&group)
-                    .and_then(|()| out.flush())
-                    .and_then(|()| durable.as_ref().map_or(Ok(()), sync_fs))
-            };
-            st = self.lock();
-            st.out = Some((out, durable));
-            match r {
-                Ok(()) if !failed_before => st.written = last,
-                Ok(()) => {}
-                Err(e) => {
-                    st.failed.get_or_insert((e.kind(), e.to_string()));
-                }
+    /// The committing thread: one group at a time until closed and empty.
+    fn run(&self, mut out: Box<dyn Write + Send>, durable: Option<std::fs::File>) {
+        loop {
+            let mut st = self.lock();
+            while st.waiting.is_empty() && !st.closed {
+                st = self.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            st.done = last;
-            self.committed.notify_all();
-        }
-        match st.error() {
-            Some(e) if st.written < mine => Err(e),
-            _ => Ok(()),
+            if st.waiting.is_empty() {
+                return;
+            }
+            let deadline = st.since.unwrap_or_else(Instant::now) + self.grouping.linger;
+            while st.waiting.len() < self.grouping.lines && !st.closed {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = self
+                    .arrived
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            let group = std::mem::take(&mut st.waiting);
+            st.since = None;
+            let failed_before = st.error();
+            drop(st);
+            let r = match failed_before {
+                Some(e) => Err(e),
+                None => commit(&mut out, durable.as_ref(), &group),
+            };
+            if let Err(e) = &r {
+                self.lock()
+                    .failed
+                    .get_or_insert_with(|| (e.kind(), e.to_string()));
+            }
+            for p in group {
+                if let Some(a) = p.after {
+                    a(r.is_ok());
+                }
+                let _ = p.done.send(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                });
+            }
         }
     }
+}
+
+/// Writes `group`'s lines in one go and syncs once.
+fn commit(
+    out: &mut Box<dyn Write + Send>,
+    durable: Option<&std::fs::File>,
+    group: &[Pending],
+) -> io::Result<()> {
+    let mut all = Vec::with_capacity(group.iter().map(|p| p.line.len()).sum());
+    for p in group {
+        all.extend_from_slice(&p.line);
+    }
+    out.write_all(&all)?;
+    out.flush()?;
+    durable.map_or(Ok(()), sync_fs)
+}
+
+fn closed() -> io::Error {
+    io::Error::other("the writer stopped before the line was written")
 }
 
 impl State {
@@ -182,7 +305,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
         let f = std::fs::File::create(&path).unwrap();
-        let (w, h) = Writer::new(Box::new(f.try_clone().unwrap()), Some(f));
+        let grouping = Grouping {
+            lines: 16,
+            linger: Duration::from_millis(5),
+        };
+        let (w, h) = Writer::new(Box::new(f.try_clone().unwrap()), Some(f), grouping).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200u32 {
             let w = w.clone();
@@ -201,49 +328,96 @@ mod tests {
         assert_eq!(numbers(&text), (0..200).collect::<Vec<_>>());
     }
 
-    /// Lines appended from many threads while a slow commit is under way go
-    /// together in the next: fewer writes than lines, and every line whole.
-    #[test]
-    fn threads_that_wait_for_a_commit_share_the_next() {
-        #[derive(Clone, Default)]
-        struct Slow(Arc<Mutex<(Vec<u8>, usize)>>);
-        impl Write for Slow {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                let mut g = self.0.lock().unwrap();
-                g.0.extend_from_slice(b);
-                g.1 += 1;
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
+    /// Counts the writes it gets; each can be made to take a while.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Recording {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let mut g = self.0.lock().unwrap();
+            g.0.extend_from_slice(b);
+            g.1 += 1;
+            Ok(b.len())
         }
-        let out = Slow::default();
-        let (w, h) = Writer::new(Box::new(out.clone()), None);
-        std::thread::scope(|s| {
-            for i in 0..16u32 {
-                let w = w.clone();
-                s.spawn(move || w.append_now(&serde_json::json!({ "i": i })).unwrap());
-            }
-        });
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A full group is written at once, in one write, without waiting for
+    /// the linger time; a group that does not fill is written when the
+    /// first line's linger time is up; `after` runs once the line is
+    /// written, before its caller hears.
+    #[test]
+    fn lines_go_in_groups_and_after_runs_once_written() {
+        let out = Recording::default();
+        let grouping = Grouping {
+            lines: 8,
+            linger: Duration::from_millis(300),
+        };
+        let (w, h) = Writer::new(Box::new(out.clone()), None, grouping).unwrap();
+        let start = Instant::now();
+        let afters = Arc::new(Mutex::new(Vec::new()));
+        let submit = |i: u32| {
+            let (afters, out) = (Arc::clone(&afters), out.clone());
+            w.append_then(
+                &serde_json::json!({ "i": i }),
+                Box::new(move |ok| {
+                    let written =
+                        numbers(&String::from_utf8(out.0.lock().unwrap().0.clone()).unwrap());
+                    afters
+                        .lock()
+                        .unwrap()
+                        .push((i, ok, written.contains(&u64::from(i))));
+                }),
+            )
+        };
+        let full: Vec<_> = (0..8).map(submit).collect();
+        for rx in full {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+        let full_took = start.elapsed();
+        assert!(
+            full_took < Duration::from_millis(250),
+            "a full group waited {full_took:?}"
+        );
+        assert_eq!(out.0.lock().unwrap().1, 1, "8 lines, one write");
+        let start = Instant::now();
+        let partial: Vec<_> = (8..11).map(submit).collect();
+        for rx in partial {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(290),
+            "3 of 8 lines written after {waited:?}"
+        );
         drop(w);
         h.finish().unwrap();
         let (text, writes) = out.0.lock().unwrap().clone();
-        let text = String::from_utf8(text).unwrap();
-        assert_eq!(numbers(&text), (0..16).collect::<Vec<_>>());
-        assert!(writes < 16, "{writes} writes for 16 lines: no grouping");
+        assert_eq!(
+            numbers(&String::from_utf8(text).unwrap()),
+            (0..11).collect::<Vec<_>>()
+        );
+        assert_eq!(writes, 2);
+        let afters = afters.lock().unwrap().clone();
+        assert_eq!(afters.len(), 11);
+        assert!(
+            afters.iter().all(|&(_, ok, written)| ok && written),
+            "{afters:?}"
+        );
     }
 
     /// Lines that were waiting while a commit failed are not written by
-    /// the next committer: each of their callers hears of the error.
+    /// the next commit: each of their callers hears of the error, and each
+    /// `after` is told.
     #[test]
     fn lines_waiting_behind_a_failed_commit_are_refused() {
         #[derive(Clone, Default)]
         struct FailsFirst(Arc<Mutex<(bool, Vec<u8>)>>);
         impl Write for FailsFirst {
             fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(50));
                 let mut g = self.0.lock().unwrap();
                 if !g.0 {
                     g.0 = true;
@@ -257,19 +431,28 @@ mod tests {
             }
         }
         let out = FailsFirst::default();
-        let (w, h) = Writer::new(Box::new(out.clone()), None);
-        let results: Vec<bool> = std::thread::scope(|s| {
-            let tasks: Vec<_> = (0..8u32)
-                .map(|i| {
-                    let w = w.clone();
-                    s.spawn(move || w.append_now(&i).is_ok())
-                })
-                .collect();
-            tasks.into_iter().map(|t| t.join().unwrap()).collect()
-        });
+        let grouping = Grouping {
+            lines: 4,
+            linger: Duration::from_secs(10),
+        };
+        let (w, h) = Writer::new(Box::new(out.clone()), None, grouping).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let submit = |i: u32| {
+            let told = Arc::clone(&told);
+            w.append_then(&i, Box::new(move |ok| told.lock().unwrap().push(ok)))
+        };
+        let mut rxs: Vec<_> = (0..4).map(submit).collect();
+        // The first group is being written (and failing) meanwhile.
+        std::thread::sleep(Duration::from_millis(10));
+        rxs.extend((4..8).map(submit));
         drop(w);
         assert!(h.finish().is_err());
+        let results: Vec<bool> = rxs
+            .into_iter()
+            .map(|rx| rx.blocking_recv().unwrap().is_ok())
+            .collect();
         assert_eq!(results, [false; 8]);
+        assert_eq!(*told.lock().unwrap(), [false; 8]);
         assert!(
             out.0.lock().unwrap().1.is_empty(),
             "a line landed after the gap"
@@ -283,7 +466,7 @@ mod tests {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
             return;
         };
-        let (w, h) = Writer::new(Box::new(full), None);
+        let (w, h) = Writer::new(Box::new(full), None, Grouping::EACH).unwrap();
         assert!(w.append(&1).await.is_err());
         assert!(w.append(&2).await.is_err());
         drop(w);

@@ -1,10 +1,11 @@
 //! `sign --input URLS --out-dir DIR`: many URLs, one transcript each, and a
 //! manifest that always agrees with the files.
 //!
-//! A transcript reaches DIR in three steps, all on the pool thread that ran
-//! its client: written under a temporary name, its manifest line written
-//! and the file system synced (one `syncfs` for a group of URLs: see
-//! `jsonl`), then renamed into place. A crash between any two leaves either
+//! A transcript reaches DIR in three steps: written under a temporary name
+//! by the pool thread that ran its client; its manifest line written and
+//! the file system synced (one `syncfs` for a group of URLs: see `jsonl`),
+//! then renamed into place, both by the manifest's writing thread, while
+//! the pool thread has long started another client. A crash between any two leaves either
 //! a temporary file (rewritten when the URL is signed again) or a line
 //! whose file is missing, which the next run drops before it starts. So a file in DIR always has its line,
 //! and "already signed" can be decided by looking for the file alone, in
@@ -154,7 +155,15 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
         let durable = opts.sync.then_some(sync);
-        let (writer, handle) = jsonl::Writer::new(Box::new(manifest_file), durable);
+        // A group as large as the concurrency: at -j 8 a syncfs per URL
+        // wrote 9 times the blocks that 8 URLs need (docs/batch.md). The
+        // linger bounds the wait of a line whose URL finished alone.
+        let grouping = jsonl::Grouping {
+            lines: opts.jobs,
+            linger: Duration::from_millis(20),
+        };
+        let (writer, handle) = jsonl::Writer::new(Box::new(manifest_file), durable, grouping)
+            .map_err(|e| Error::Environment(format!("cannot start the manifest's writer: {e}")))?;
         let ctx = Arc::new(Ctx {
             run: Driver::start(opts.progress, "signed", entries_total)?,
             out_dir: dir.clone(),
@@ -210,8 +219,8 @@ struct Ctx {
     /// A slot is a running client: at most `-j` at once.
     slots: Arc<Semaphore>,
     /// Where clients run, and their transcripts are written: twice as many
-    /// threads as slots, so a thread still writing (and syncing) the last
-    /// transcript does not hold up the next client.
+    /// threads as slots, so a thread still writing the last transcript
+    /// does not hold up the next client.
     pool: Arc<Pool>,
     retries: u32,
     backoff: Duration,
@@ -354,8 +363,9 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             attempts,
             started,
         };
-        // The transcript that will be kept is placed into DIR by the thread
-        // that has it, before it takes another client: no hand-off.
+        // The transcript that will be kept is written by the thread that
+        // has it, before it takes another client: no hand-off. Its line and
+        // rename are the manifest writer's (see `Keep`).
         let (r, placed) = match ctx
             .pool
             .run(move |rt| {
@@ -365,7 +375,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
                 drop(slot);
                 let placed = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
-                        Some(keep.place(s))
+                        Some(keep.write(s))
                     }
                     _ => None,
                 };
@@ -417,7 +427,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let elapsed = started.elapsed();
     let url = job.url.as_str().to_string();
     let line = match result {
-        (Ok(_), Some(Ok(()))) => return,
+        (Ok(_), Some(Ok(written))) => return written.commit(ctx).await,
         (Ok(_), Some(Err(e))) => ManifestLine::failed(url, e, job.line, elapsed, attempts),
         (Ok(_), None) => {
             let e = "the transcript was not kept (a bug: please report it)".to_string();
@@ -443,15 +453,14 @@ struct Keep {
 }
 
 impl Keep {
-    /// Puts a signed transcript into DIR in the order the module doc gives:
-    /// written under a temporary name, its line committed with the file
-    /// system synced, renamed into place. Blocks on the disk. An `Err` is
-    /// the reason the URL failed (its transcript is not kept).
-    fn place(&self, signed: &Signed) -> Result<(), String> {
-        let ctx = &self.ctx;
+    /// Writes a signed transcript under a temporary name in DIR, the first
+    /// of the steps the module doc gives; [`Written::commit`] does the
+    /// rest. Blocks on the disk. An `Err` is the reason the URL failed (its
+    /// transcript is not kept).
+    fn write(self, signed: &Signed) -> Result<Written, String> {
         let t = &signed.transcript;
-        let final_path = ctx.out_dir.join(&self.name);
-        let tmp_path = ctx.out_dir.join(format!(".{}.tmp", self.name));
+        let final_path = self.ctx.out_dir.join(&self.name);
+        let tmp_path = self.ctx.out_dir.join(format!(".{}.tmp", self.name));
         if let Err(e) = write_file(&tmp_path, &transcript::encode(t)) {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(format!("cannot write {}: {e}", tmp_path.display()));
@@ -464,7 +473,7 @@ impl Keep {
         };
         let line = ManifestLine {
             url: t.url.clone(),
-            file: Some(self.name.clone()),
+            file: Some(self.name),
             status,
             http_status: Some(r.status),
             body_bytes: Some(r.body.len() as u64),
@@ -480,20 +489,52 @@ impl Keep {
             attempts: self.attempts,
             line: self.line,
         };
-        if !record_now(ctx, line) {
-            let _ = std::fs::remove_file(&tmp_path);
-            return Ok(());
-        }
-        if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
-            // The line is there and the file is not: the next run drops the
-            // line. Nothing better can be done now.
-            let _ = std::fs::remove_file(&tmp_path);
-            ctx.run.stop(Error::Environment(format!(
-                "cannot rename {} into place: {e}",
-                final_path.display()
-            )));
-        }
-        Ok(())
+        Ok(Written {
+            line,
+            tmp_path,
+            final_path,
+        })
+    }
+}
+
+/// A transcript written under its temporary name, and its line.
+struct Written {
+    line: ManifestLine,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+}
+
+impl Written {
+    /// Hands the line to the manifest writer, which commits it with the
+    /// file system synced and then renames the transcript into place (or
+    /// removes it, if the commit failed); waits for both.
+    async fn commit(self, ctx: &Arc<Ctx>) {
+        let Written {
+            line,
+            tmp_path,
+            final_path,
+        } = self;
+        let run = Arc::clone(ctx);
+        let after: jsonl::After = Box::new(move |committed| {
+            if !committed {
+                let _ = std::fs::remove_file(&tmp_path);
+                return;
+            }
+            if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
+                // The line is there and the file is not: the next run drops
+                // the line. Nothing better can be done now.
+                let _ = std::fs::remove_file(&tmp_path);
+                run.run.stop(Error::Environment(format!(
+                    "cannot rename {} into place: {e}",
+                    final_path.display()
+                )));
+            }
+        });
+        let done = ctx.manifest.append_then(&line, after);
+        let written = done
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the manifest writer stopped")));
+        counted(ctx, &line, written);
     }
 }
 
@@ -509,47 +550,40 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// [`record_now`] from async code.
-async fn record(ctx: &Arc<Ctx>, line: ManifestLine) -> bool {
-    let ctx = Arc::clone(ctx);
-    tokio::task::spawn_blocking(move || record_now(&ctx, line))
-        .await
-        .unwrap_or(false)
+/// Appends `line` (a URL that failed) to the manifest and counts it.
+async fn record(ctx: &Arc<Ctx>, line: ManifestLine) {
+    let written = ctx.manifest.append(&line).await;
+    counted(ctx, &line, written);
 }
 
-/// Appends `line` to the manifest and counts it; false (and the batch
-/// stopped) if the manifest cannot be written. Blocks on the disk.
-fn record_now(ctx: &Ctx, line: ManifestLine) -> bool {
+/// Counts a line the manifest writer has committed (`written`), or stops
+/// the batch if it could not.
+fn counted(ctx: &Ctx, line: &ManifestLine, written: std::io::Result<()>) {
+    if let Err(e) = written {
+        ctx.run.stop(Error::Environment(format!(
+            "cannot write the manifest: {e}"
+        )));
+        return;
+    }
     let counter: &AtomicU64 = match line.status {
         Status::Ok => &ctx.run.counts.ok,
         Status::HttpError => &ctx.run.counts.http_error,
         Status::Failed => &ctx.run.counts.failed,
     };
+    Counts::add(counter, 1);
     let why = line.error.as_deref().unwrap_or("");
-    let note = match line.status {
-        Status::Ok => None,
-        Status::HttpError => Some(format!(
+    match line.status {
+        Status::Ok => {}
+        Status::HttpError => ctx.run.progress.note(&format!(
             "http error: {} (line {}): {why}; transcript kept",
             line.url, line.line
         )),
-        Status::Failed => Some(format!("failed: {} (line {}): {why}", line.url, line.line)),
-    };
-    match ctx.manifest.append_now(&line) {
-        Ok(()) => {
-            Counts::add(counter, 1);
-            if let Some(n) = note {
-                ctx.run.progress.note(&n);
-            }
-            ctx.run.progress.update();
-            true
-        }
-        Err(e) => {
-            ctx.run.stop(Error::Environment(format!(
-                "cannot write the manifest: {e}"
-            )));
-            false
-        }
+        Status::Failed => ctx
+            .run
+            .progress
+            .note(&format!("failed: {} (line {}): {why}", line.url, line.line)),
     }
+    ctx.run.progress.update();
 }
 
 impl ManifestLine {

@@ -126,7 +126,8 @@ pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
     let pool = Arc::new(Pool::new(opts.jobs, "batch-client")?);
     let summary = rt.block_on(async {
         let mut files = feed(opts.files)?;
-        let (writer, handle) = jsonl::Writer::new(out, None);
+        let (writer, handle) = jsonl::Writer::new(out, None, jsonl::Grouping::EACH)
+            .map_err(|e| Error::Environment(format!("cannot start the report's writer: {e}")))?;
         let run = Arc::new(Driver::start(opts.progress, "verified", total)?);
         let slots = Arc::new(Semaphore::new(opts.jobs));
         let mut tasks = tokio::task::JoinSet::new();
