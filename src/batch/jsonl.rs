@@ -104,7 +104,12 @@ impl Writer {
         let committer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("batch-commit".into())
-            .spawn(move || committer.run(out, durable))?;
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| committer.run(out, durable));
+                if std::panic::catch_unwind(run).is_err() {
+                    committer.refuse_all();
+                }
+            })?;
         Ok((
             Writer(Arc::clone(&shared)),
             Handle {
@@ -191,6 +196,23 @@ impl Drop for Handle {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a panic of the committing thread (a bug): every line waiting,
+    /// and every later one, is refused, so no task waits for ever.
+    fn refuse_all(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.failed
+            .get_or_insert((io::ErrorKind::Other, "the manifest writer failed".into()));
+        let waiting = std::mem::take(&mut st.waiting);
+        drop(st);
+        for p in waiting {
+            if let Some(a) = p.after {
+                a(false);
+            }
+            let _ = p.done.send(Err(closed()));
+        }
     }
 
     /// The committing thread: one group at a time until closed and empty.
@@ -457,6 +479,32 @@ mod tests {
             out.0.lock().unwrap().1.is_empty(),
             "a line landed after the gap"
         );
+    }
+
+    /// A bug that panics the committing thread (here an `after` action)
+    /// fails that line and every later one; none waits for ever.
+    #[test]
+    fn a_panicking_committer_refuses_every_later_line() {
+        let (w, h) = Writer::new(Box::new(Recording::default()), None, Grouping::EACH).unwrap();
+        let first = w.append_then(&1, Box::new(|_| panic!("a bug in an after action")));
+        assert!(first.blocking_recv().map_or(true, |r| r.is_err()));
+        let told = Arc::new(Mutex::new(None));
+        let t = Arc::clone(&told);
+        let mut later = w.append_then(&2, Box::new(move |ok| *t.lock().unwrap() = Some(ok)));
+        // Bounded: without the refusal, this line would wait for ever.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answer = loop {
+            match later.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => break r,
+            }
+        };
+        assert!(matches!(answer, Ok(Err(_))), "{answer:?}");
+        assert_eq!(*told.lock().unwrap(), Some(false));
+        drop(w);
+        assert!(h.finish().is_err());
     }
 
     /// A full disk: the task hears of it, and no later line lands after the
