@@ -39,8 +39,12 @@ impl Pool {
         let placement = std::sync::Arc::new(super::placement::Placement::new());
         for i in 0..n {
             let placement = std::sync::Arc::clone(&placement);
+            // I/O and timers only: signals are the batch runtime's, and
+            // without the signal driver a park does not scan for orphaned
+            // child processes every time.
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()
                 .map_err(|e| env("cannot start an async runtime", e))?;
             let (tx, rx) = mpsc::channel::<Job>();

@@ -151,7 +151,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     let entries_total = opts.input.count_entries();
     let rt = super::runtime()?;
     // Outside the runtime: dropping it waits for its threads.
-    let pool = Arc::new(Pool::new(opts.jobs * 2, "batch-client")?);
+    let pool = Arc::new(Pool::new(opts.jobs + 2, "batch-client")?);
     let summary = rt.block_on(async {
         let input = input::read(&opts.input, 64)?;
         let durable = opts.sync.then_some(sync);
@@ -218,9 +218,11 @@ struct Ctx {
     hosts: Hosts,
     /// A slot is a running client: at most `-j` at once.
     slots: Arc<Semaphore>,
-    /// Where clients run, and their transcripts are written: twice as many
-    /// threads as slots, so a thread still writing the last transcript
-    /// does not hold up the next client.
+    /// Where clients run, and their transcripts are written: two threads
+    /// more than slots, so a thread still writing the last transcript
+    /// does not hold up the next client. No more: each thread's runtime
+    /// holds three descriptors, and every client start copies the whole
+    /// descriptor table into the child and closes it again at its exec.
     pool: Arc<Pool>,
     retries: u32,
     backoff: Duration,
