@@ -52,7 +52,15 @@ pub struct Spec {
     pub ca_files: Vec<PathBuf>,
     pub world: WorldConfig,
     pub timeout: Duration,
+    /// Called once the client and every process it started are gone, before
+    /// their output is read and the result built (or dropped uncalled if
+    /// the run ends before that): a batch gives the client's run slot back
+    /// there, so the next client starts while this one's result is made.
+    pub on_exit: Option<OnExit>,
 }
+
+/// See [`Spec::on_exit`].
+pub type OnExit = Box<dyn FnOnce() + Send>;
 
 /// What happened on one connection.
 pub enum ConnectionResult {
@@ -145,8 +153,9 @@ pub fn on_signal(switch: CancelSwitch) -> Result<tokio::task::JoinHandle<()>, Er
 
 /// Runs the client once on the current runtime; many may run at once.
 /// `cancel` kills the client and makes the result [`Error::Interrupted`].
-pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error> {
+pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
+    let on_exit = spec.on_exit.take();
     // A batch may hand over a job just as it is stopped.
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
@@ -212,6 +221,9 @@ pub async fn run(spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, Error
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+    }
+    if let Some(f) = on_exit {
+        f();
     }
     // The client is gone, so every relay sees its end close soon; the
     // upstream side of a recorder may still linger: bound the wait.

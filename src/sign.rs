@@ -100,6 +100,7 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         seed: opts.seed,
         timeout: opts.timeout,
         backend: opts.backend,
+        on_exit: None,
     };
     let signed =
         session::one_shot(|cancel| async move { fetch(job, cancel).await.map_err(|f| f.error) })?;
@@ -123,6 +124,8 @@ pub(crate) struct Fetch {
     pub seed: Option<[u8; 32]>,
     pub timeout: Duration,
     pub backend: crate::Backend,
+    /// See [`session::Spec::on_exit`].
+    pub on_exit: Option<session::OnExit>,
 }
 
 /// Why a fetch produced no transcript.
@@ -169,6 +172,7 @@ pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed,
         ca_files: job.ca_files,
         world,
         timeout: job.timeout,
+        on_exit: job.on_exit,
     };
     let report = session::run(
         spec,

@@ -80,6 +80,7 @@ pub(crate) async fn replay(
         ca_files,
         world,
         timeout,
+        on_exit: None,
     };
     let connections = Arc::new(t.connections.clone());
     let report = session::run(

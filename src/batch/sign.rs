@@ -355,6 +355,9 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             seed: t.seed,
             timeout: t.timeout,
             backend: t.backend,
+            // The client is gone: the next may start while this thread
+            // reads its output and builds and writes its transcript.
+            on_exit: Some(Box::new(move || drop(slot))),
         };
         let cancel = ctx.run.cancel.clone();
         let last_try = attempts > ctx.retries;
@@ -372,9 +375,6 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             .pool
             .run(move |rt| {
                 let r = rt.block_on(one::fetch(fetch, cancel));
-                // The client is gone: the next may start while this
-                // thread writes.
-                drop(slot);
                 let placed = match &r {
                     Ok(s) if last_try || !retry_status(s.transcript.response.status) => {
                         Some(keep.write(s))
