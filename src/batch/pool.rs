@@ -19,6 +19,44 @@ use crate::Error;
 
 type Job = Box<dyn FnOnce(&Runtime) + Send>;
 
+thread_local! {
+    /// Where the current job of this pool thread runs (see `placement`):
+    /// placed on a CPU, or left it and finishing; nothing if not placed.
+    static PLACED: std::cell::RefCell<Place> = const { std::cell::RefCell::new(Place::None) };
+}
+
+enum Place {
+    None,
+    On(super::placement::Placed),
+    /// Held for its drop, which ends the accounting.
+    Finishing {
+        _job: super::placement::Finishing,
+    },
+}
+
+/// Offers the CPU the calling pool thread's job was placed on (see
+/// `placement`) to the next job, once its client is gone: what is left of
+/// this one (reading the output, writing the transcript) needs no partner
+/// on the same CPU, and the next client does. The thread itself stays on
+/// the CPU until its job ends. Nothing happens on any other thread.
+pub fn leave_cpu() {
+    // Taken out first: leaving takes the placement's lock.
+    let place = PLACED.with(|p| std::mem::replace(&mut *p.borrow_mut(), Place::None));
+    let place = match place {
+        Place::On(placed) => Place::Finishing {
+            _job: placed.leave(),
+        },
+        other => other,
+    };
+    PLACED.with(|p| *p.borrow_mut() = place);
+}
+
+/// Ends the calling pool thread's place, whatever it was.
+fn unplace() {
+    let place = PLACED.with(|p| std::mem::replace(&mut *p.borrow_mut(), Place::None));
+    drop(place);
+}
+
 /// A fixed set of threads, each with a runtime of its own.
 pub struct Pool {
     /// Each thread's own queue: a job wakes exactly the thread it is for.
@@ -52,10 +90,12 @@ impl Pool {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let _place = placement.place();
+                        let place = placement.place().map_or(Place::None, Place::On);
+                        PLACED.with(|p| *p.borrow_mut() = place);
                         // A panicking job loses its own result (its caller
                         // sees an error), not the thread.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));
+                        unplace();
                     }
                 })
                 .map_err(|e| env("cannot start a batch thread", e))?;

@@ -355,9 +355,14 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             seed: t.seed,
             timeout: t.timeout,
             backend: t.backend,
-            // The client is gone: the next may start while this thread
-            // reads its output and builds and writes its transcript.
-            on_exit: Some(Box::new(move || drop(slot))),
+            // The client is gone: the next may start, on this thread's CPU,
+            // while this thread reads its output and builds and writes its
+            // transcript. (Called on the pool thread that runs the job.)
+            // The CPU first: the slot wakes the next job, which looks for one.
+            on_exit: Some(Box::new(move || {
+                super::pool::leave_cpu();
+                drop(slot);
+            })),
         };
         let cancel = ctx.run.cancel.clone();
         let last_try = attempts > ctx.retries;
