@@ -122,41 +122,45 @@ impl Writer {
     /// Appends one record as a line; resolves once it is written (and, for
     /// a durable writer, synced).
     pub async fn append(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let done = self.submit(as_line(record)?, None);
-        done.await.unwrap_or_else(|_| Err(closed()))
+        outcome(self.submit(as_line(record), None)).await
     }
 
     /// Hands one record over without waiting; `after` runs on the
     /// committing thread once the line's commit is over (see [`After`]).
-    /// The receiver tells how the commit went.
+    /// The receiver tells how the commit went ([`outcome`]).
     pub fn append_then(
         &self,
         record: &impl serde::Serialize,
         after: After,
     ) -> oneshot::Receiver<io::Result<()>> {
-        match as_line(record) {
-            Ok(line) => self.submit(line, Some(after)),
-            Err(e) => {
-                after(false);
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Err(e));
-                rx
-            }
-        }
+        self.submit(as_line(record), Some(after))
     }
 
-    fn submit(&self, line: Vec<u8>, after: Option<After>) -> oneshot::Receiver<io::Result<()>> {
+    fn submit(
+        &self,
+        line: io::Result<Vec<u8>>,
+        after: Option<After>,
+    ) -> oneshot::Receiver<io::Result<()>> {
         let (done, rx) = oneshot::channel();
+        let refused = Pending {
+            line: Vec::new(),
+            after,
+            done,
+        };
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                refused.answer(Err(e));
+                return rx;
+            }
+        };
         let mut st = self.0.lock();
         if let Some(e) = st.error().or_else(|| st.closed.then(closed)) {
             drop(st);
-            if let Some(a) = after {
-                a(false);
-            }
-            let _ = done.send(Err(e));
+            refused.answer(Err(e));
             return rx;
         }
-        st.waiting.push(Pending { line, after, done });
+        st.waiting.push(Pending { line, ..refused });
         let n = st.waiting.len();
         if n == 1 {
             st.since = Some(Instant::now());
@@ -167,6 +171,22 @@ impl Writer {
             self.0.arrived.notify_one();
         }
         rx
+    }
+}
+
+/// How the commit of a line handed over with [`Writer::append_then`] went.
+pub async fn outcome(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
+    rx.await.unwrap_or_else(|_| Err(closed()))
+}
+
+impl Pending {
+    /// Runs the line's `after` with whether it was written, then tells its
+    /// caller.
+    fn answer(self, r: io::Result<()>) {
+        if let Some(a) = self.after {
+            a(r.is_ok());
+        }
+        let _ = self.done.send(r);
     }
 }
 
@@ -208,10 +228,7 @@ impl Shared {
         let waiting = std::mem::take(&mut st.waiting);
         drop(st);
         for p in waiting {
-            if let Some(a) = p.after {
-                a(false);
-            }
-            let _ = p.done.send(Err(closed()));
+            p.answer(Err(closed()));
         }
     }
 
@@ -251,13 +268,10 @@ impl Shared {
                     .get_or_insert_with(|| (e.kind(), e.to_string()));
             }
             for p in group {
-                if let Some(a) = p.after {
-                    a(r.is_ok());
-                }
-                let _ = p.done.send(match &r {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                });
+                let copy = r
+                    .as_ref()
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                p.answer(copy.copied());
             }
         }
     }

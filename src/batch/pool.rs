@@ -41,20 +41,19 @@ enum Place {
 /// the CPU until its job ends. Nothing happens on any other thread.
 pub fn leave_cpu() {
     // Taken out first: leaving takes the placement's lock.
-    let place = PLACED.with(|p| std::mem::replace(&mut *p.borrow_mut(), Place::None));
-    let place = match place {
+    let place = match PLACED.with(|p| p.replace(Place::None)) {
         Place::On(placed) => Place::Finishing {
             _job: placed.leave(),
         },
         other => other,
     };
-    PLACED.with(|p| *p.borrow_mut() = place);
+    PLACED.with(|p| p.replace(place));
 }
 
 /// Ends the calling pool thread's place, whatever it was.
 fn unplace() {
-    let place = PLACED.with(|p| std::mem::replace(&mut *p.borrow_mut(), Place::None));
-    drop(place);
+    // Dropped outside the borrow: ending a place takes the placement's lock.
+    drop(PLACED.with(|p| p.replace(Place::None)));
 }
 
 /// A fixed set of threads, each with a runtime of its own.
@@ -91,7 +90,7 @@ impl Pool {
                 .spawn(move || {
                     for job in rx {
                         let place = placement.place().map_or(Place::None, Place::On);
-                        PLACED.with(|p| *p.borrow_mut() = place);
+                        PLACED.with(|p| p.replace(place));
                         // A panicking job loses its own result (its caller
                         // sees an error), not the thread.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&rt)));

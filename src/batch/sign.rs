@@ -355,10 +355,11 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             seed: t.seed,
             timeout: t.timeout,
             backend: t.backend,
-            // The client is gone: the next may start, on this thread's CPU,
-            // while this thread reads its output and builds and writes its
-            // transcript. (Called on the pool thread that runs the job.)
-            // The CPU first: the slot wakes the next job, which looks for one.
+            // Called on the pool thread once the client is gone: the next
+            // client may start, on this thread's CPU, while this thread
+            // reads the output and builds and writes the transcript. The
+            // CPU is offered first, as the slot wakes the next job, which
+            // looks for one.
             on_exit: Some(Box::new(move || {
                 super::pool::leave_cpu();
                 drop(slot);
@@ -537,10 +538,7 @@ impl Written {
                 )));
             }
         });
-        let done = ctx.manifest.append_then(&line, after);
-        let written = done
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("the manifest writer stopped")));
+        let written = jsonl::outcome(ctx.manifest.append_then(&line, after)).await;
         counted(ctx, &line, written);
     }
 }
