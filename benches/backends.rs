@@ -39,6 +39,16 @@ use nix::sys::resource::{getrusage, UsageWho};
 use tlsign_seccomp::{sign, verify, Backend};
 
 const COMMAND: &str = "cargo bench --bench backends";
+const USAGE: &str = "\
+usage: cargo bench --bench backends [-- OPTIONS]
+
+  (none)              the full run
+  --quick             a few rounds, no docs (CI's smoke test)
+
+Every run without --quick rewrites docs/benchmarks.md.
+  --rounds N          end-to-end rounds
+  --micro-rounds N    rounds of the interception micro-benchmark
+  --n N               syscalls per micro-benchmark run";
 
 struct Settings {
     quick: bool,
@@ -48,7 +58,7 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
+    let args = report::checked_args(&["--quick"], &["--rounds", "--micro-rounds", "--n"], USAGE);
     let quick = args.iter().any(|a| a == "--quick");
     let value = |name: &str| {
         args.iter()

@@ -981,6 +981,39 @@ fn utc_date(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// The arguments after `cargo bench --bench NAME --`, checked before
+/// anything runs: a full run takes minutes and rewrites docs, so a typo or
+/// `--help` must not start one. `flags` take no value, `values` take one.
+/// Prints `usage` and exits: 0 for --help, 2 for anything unknown.
+pub fn checked_args(flags: &[&str], values: &[&str], usage: &str) -> Vec<String> {
+    // `cargo bench` adds --bench.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--help" || a == "-h" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        if values.contains(&a) {
+            if i + 1 >= args.len() {
+                eprintln!("{a} needs a value\n\n{usage}");
+                std::process::exit(2);
+            }
+            i += 2;
+        } else if flags.contains(&a) {
+            i += 1;
+        } else {
+            eprintln!("unknown argument {a:?}\n\n{usage}");
+            std::process::exit(2);
+        }
+    }
+    args
+}
+
 #[cfg(test)]
 // Run by tests/bench_report.rs: a `harness = false` bench never runs them.
 #[allow(dead_code)]
