@@ -257,6 +257,54 @@ pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Re
     r
 }
 
+/// The limit on open files this process started with, kept when
+/// [`raise_open_files`] raised it: each supervised child gets it back, so
+/// a client sees the same limit under a batch as under a single sign.
+static STARTED_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft limit on open files to `want`, or as far as
+/// the hard limit allows; children started later get the old one back.
+/// Returns the soft limit now in force.
+pub fn raise_open_files(want: u64) -> io::Result<u64> {
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let target = want.min(now.rlim_max);
+    if target <= now.rlim_cur {
+        return Ok(now.rlim_cur);
+    }
+    let started = *STARTED_NOFILE.get_or_init(|| now);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: started.rlim_max,
+    };
+    // SAFETY: reads a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(target)
+}
+
+/// The last step before exec of every supervised child: the limit on open
+/// files this process started with, if a batch raised it. Not earlier: the
+/// child holds a copy of all our descriptors until its exec, so a new one
+/// (the filter's listener) gets a number above that limit.
+fn child_restore_open_files() -> io::Result<()> {
+    if let Some(limit) = STARTED_NOFILE.get() {
+        // SAFETY: `limit` is a valid rlimit in memory that outlives the
+        // call; lowering a soft limit is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The steps every supervised child takes between fork and exec, whatever
 /// the backend: no_new_privs (which lets an unprivileged process install a
 /// filter), death with the supervisor, and ASLR off (OpenSSL and others mix
@@ -320,7 +368,7 @@ pub fn child_prepare_trace(filter: Option<&[libc::sock_filter]>) -> io::Result<(
     if let Some(f) = filter {
         install_plain_filter(f)?;
     }
-    Ok(())
+    child_restore_open_files()
 }
 
 /// Makes `cmd` run [`child_prepare_trace`] between fork and exec.
@@ -656,7 +704,8 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
             return fail(io::Error::last_os_error());
         }
     }
-    if let Err(e) = child_install_filter(s.filter, s.sock) {
+    if let Err(e) = child_install_filter(s.filter, s.sock).and_then(|()| child_restore_open_files())
+    {
         return fail(e);
     }
     // SAFETY: path, argv and envp are NUL-terminated and point into the

@@ -1280,6 +1280,62 @@ fn batch_as_nobody() {
         .all(|l| str_field(l, "status") == "verified"));
 }
 
+/// The usual soft limit of 1024 open files let a batch start at most about
+/// -j 110 ("cannot start an async runtime: Too many open files"): the
+/// batch raises it within the hard limit, and gives each client the old
+/// limit back. A hard limit too low for -j is one clear usage error.
+#[test]
+fn a_large_j_raises_the_open_files_limit() {
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let nginx = Nginx::start(d, &pki, Cert::Valid);
+    let urls: Vec<String> = (0..200).map(|i| nginx.url(&format!("/?fds={i}"))).collect();
+    let list = write_list(d, "urls.txt", &urls);
+    let out = d.join("out");
+    let log = d.join("limits.strace");
+    let mut wrapper: Vec<OsString> = ["prlimit", "--nofile=1024:8192", "--"]
+        .map(OsString::from)
+        .to_vec();
+    let traced = !strace_missing("a_large_j_raises_the_open_files_limit (the clients' limit)");
+    if traced {
+        wrapper.extend(["strace", "-f", "-qq", "-e", "trace=prlimit64", "-o"].map(OsString::from));
+        wrapper.push(log.clone().into());
+    }
+    let r = batch_sign(&list, &out, &pki)
+        .args([
+            "-j",
+            "200",
+            "--per-host",
+            "0",
+            "--resolve",
+            &nginx.resolve(),
+        ])
+        .wrapped(wrapper)
+        .run();
+    r.assert_code(0);
+    r.assert_stderr_mentions("signed 200 URL(s): 200 ok, 0 failed, 0 skipped");
+    assert_clean(&out);
+    assert_manifest_matches_files(&out);
+    if traced {
+        // Each client, just before its exec, sets the limit the batch was
+        // started with.
+        let log = std::fs::read_to_string(&log).unwrap();
+        let restored = log
+            .lines()
+            .filter(|l| l.contains("prlimit64(0, RLIMIT_NOFILE, {rlim_cur=1024,"))
+            .count();
+        assert_eq!(restored, urls.len(), "{log}");
+    }
+
+    let low = batch_sign(&list, &d.join("low"), &pki)
+        .args(["-j", "200", "--resolve", &nginx.resolve()])
+        .wrapped(["prlimit", "--nofile=1024:1024", "--"])
+        .run();
+    low.assert_code(2);
+    low.assert_one_error_line();
+    low.assert_stderr_mentions("-j 200 needs about 1664 open files");
+}
+
 /// Comments, blank lines, CRLF, a line that is not UTF-8, one longer than
 /// 8192 bytes, a duplicate, and input on stdin: bad lines become failed
 /// manifest lines with their line number, good ones are signed.
@@ -1361,7 +1417,7 @@ fn odd_input_lines_from_stdin() {
 /// before the rename into place. With it, there is not a single fsync,
 /// fdatasync or syncfs.
 #[test]
-fn transcripts_are_synced_before_renamed_unless_no_sync() {
+fn transcripts_are_synced_before_they_get_their_names_unless_no_sync() {
     if strace_missing("transcripts_are_synced_before_renamed_unless_no_sync") {
         return;
     }
@@ -1373,7 +1429,7 @@ fn transcripts_are_synced_before_renamed_unless_no_sync() {
     let trace = |name: &str, extra: &[&str]| -> String {
         let out = d.join(name);
         let log = d.join(format!("{name}.strace"));
-        let calls = "trace=openat,write,close,rename,fsync,fdatasync,syncfs";
+        let calls = "trace=openat,write,close,rename,linkat,fsync,fdatasync,syncfs";
         let mut args: Vec<OsString> = ["-f", "-qq", "-s", "0", "-e", calls, "-o"]
             .map(OsString::from)
             .to_vec();
@@ -1412,8 +1468,8 @@ fn transcripts_are_synced_before_renamed_unless_no_sync() {
 }
 
 /// What `strace -f` saw of transcripts and syncs, by line number: when each
-/// temporary file was last written and renamed into place, and when each
-/// `syncfs` started and ended.
+/// staged file (unnamed, or `.NAME.tmp`) was last written and put into
+/// place (linked or renamed), and when each `syncfs` started and ended.
 #[derive(Default)]
 struct SyncOrder {
     last_write: HashMap<String, usize>,
@@ -1426,6 +1482,9 @@ impl SyncOrder {
         let mut o = SyncOrder::default();
         // (thread, fd) -> temporary file; a thread's call in progress.
         let mut open: HashMap<(&str, i64), String> = HashMap::new();
+        // fd -> unnamed file: linked by the committing thread, not the
+        // one that wrote it (only the batch makes such files).
+        let mut unnamed: HashMap<i64, String> = HashMap::new();
         let mut pending: HashMap<&str, (usize, &str)> = HashMap::new();
         let result =
             |l: &str| -> Option<i64> { l.rsplit_once(" = ")?.1.split(' ').next()?.parse().ok() };
@@ -1460,17 +1519,34 @@ impl SyncOrder {
                     let path = quoted(1);
                     if path.ends_with(".tmp") && call.contains("O_CREAT") {
                         open.insert((tid, fd), path);
+                    } else if call.contains("O_TMPFILE") {
+                        unnamed.insert(fd, format!("unnamed file {fd} opened on line {n}"));
                     } else {
                         open.remove(&(tid, fd));
                     }
                 }
             } else if call.starts_with("write(") {
-                if let Some(path) = fd().and_then(|fd| open.get(&(tid, fd))) {
+                let f = fd();
+                if let Some(path) = f
+                    .and_then(|fd| open.get(&(tid, fd)))
+                    .or_else(|| f.and_then(|fd| unnamed.get(&fd)))
+                {
                     o.last_write.insert(path.clone(), n);
                 }
             } else if call.starts_with("close(") {
                 if let Some(fd) = fd() {
                     open.remove(&(tid, fd));
+                    unnamed.remove(&fd);
+                }
+            } else if call.starts_with("linkat(") && result(line) == Some(0) {
+                let linked = quoted(1)
+                    .strip_prefix("/proc/self/fd/")
+                    .and_then(|fd| fd.parse::<i64>().ok())
+                    .and_then(|fd| unnamed.get(&fd));
+                if let Some(file) = linked {
+                    if o.last_write.contains_key(file) {
+                        o.renamed.push((file.clone(), start));
+                    }
                 }
             } else if call.starts_with("syncfs(") && result(line) == Some(0) {
                 o.syncs.push((start, n));

@@ -1,15 +1,17 @@
 //! `sign --input URLS --out-dir DIR`: many URLs, one transcript each, and a
 //! manifest that always agrees with the files.
 //!
-//! A transcript reaches DIR in three steps: written under a temporary name
-//! by the pool thread that ran its client; its manifest line written and
-//! the file system synced (one `syncfs` for a group of URLs: see `jsonl`),
-//! then renamed into place, both by the manifest's writing thread, while
-//! the pool thread has long started another client. A crash between any two leaves either
-//! a temporary file (rewritten when the URL is signed again) or a line
-//! whose file is missing, which the next run drops before it starts. So a file in DIR always has its line,
-//! and "already signed" can be decided by looking for the file alone, in
-//! constant memory whatever the size of the list.
+//! A transcript reaches DIR in three steps: written without its name
+//! (`staged`) by the pool thread that ran its client; its manifest line
+//! written and the file system synced (one `syncfs` for a group of URLs:
+//! see `jsonl`), then given its name, both by the manifest's writing
+//! thread, while the pool thread has long started another client. A crash
+//! between any two leaves nothing (or, where files cannot be unnamed, a
+//! temporary file that the next signing of the URL overwrites) or a line
+//! whose file is missing, which the next run drops before it starts. So a
+//! file in DIR always has its line, and "already signed" can be decided by
+//! looking for the file alone, in constant memory whatever the size of the
+//! list.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -30,6 +32,7 @@ use super::jsonl;
 use super::names::{self, Shard};
 use super::pool::Pool;
 use super::progress::{self, Counts};
+use super::staged::{Staged, Staging};
 use super::{clip, Summary};
 use crate::session;
 use crate::sign::{self as one, Failed, Fetch, Signed};
@@ -133,6 +136,7 @@ pub fn manifest_name(shard: Option<Shard>) -> String {
 /// (bad options, the directory, the supervisor cannot run at all).
 pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     super::check_jobs(opts.jobs)?;
+    super::open_files_for(opts.jobs)?;
     let ca_files = session::check_ca_files(&opts.ca_files)?;
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir)
@@ -167,6 +171,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
         let ctx = Arc::new(Ctx {
             run: Driver::start(opts.progress, "signed", entries_total)?,
             out_dir: dir.clone(),
+            staging: Staging::probe(dir),
             manifest: writer,
             hosts: Hosts::new(opts.per_host),
             slots: Arc::new(Semaphore::new(opts.jobs)),
@@ -214,6 +219,8 @@ struct Template {
 struct Ctx {
     run: Driver,
     out_dir: PathBuf,
+    /// How transcripts wait for their line (see `staged`).
+    staging: Staging,
     manifest: jsonl::Writer,
     hosts: Hosts,
     /// A slot is a running client: at most `-j` at once.
@@ -376,7 +383,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         };
         // The transcript that will be kept is written by the thread that
         // has it, before it takes another client: no hand-off. Its line and
-        // rename are the manifest writer's (see `Keep`).
+        // its name are the manifest writer's (see `Keep`).
         let (r, placed) = match ctx
             .pool
             .run(move |rt| {
@@ -467,12 +474,12 @@ impl Keep {
     /// transcript is not kept).
     fn write(self, signed: &Signed) -> Result<Written, String> {
         let t = &signed.transcript;
-        let final_path = self.ctx.out_dir.join(&self.name);
-        let tmp_path = self.ctx.out_dir.join(format!(".{}.tmp", self.name));
-        if let Err(e) = write_file(&tmp_path, &transcript::encode(t)) {
-            let _ = std::fs::remove_file(&tmp_path);
-            return Err(format!("cannot write {}: {e}", tmp_path.display()));
-        }
+        let dir = &self.ctx.out_dir;
+        let staged = self
+            .ctx
+            .staging
+            .write(dir, &self.name, &transcript::encode(t))
+            .map_err(|e| format!("cannot write {} in {}: {e}", self.name, dir.display()))?;
         let r = &t.response;
         let status = if (200..300).contains(&r.status) {
             Status::Ok
@@ -497,62 +504,41 @@ impl Keep {
             attempts: self.attempts,
             line: self.line,
         };
-        Ok(Written {
-            line,
-            tmp_path,
-            final_path,
-        })
+        Ok(Written { line, staged })
     }
 }
 
-/// A transcript written under its temporary name, and its line.
+/// A transcript written but not yet under its name, and its line.
 struct Written {
     line: ManifestLine,
-    tmp_path: PathBuf,
-    final_path: PathBuf,
+    staged: Staged,
 }
 
 impl Written {
     /// Hands the line to the manifest writer, which commits it with the
-    /// file system synced and then renames the transcript into place (or
-    /// removes it, if the commit failed); waits for both.
+    /// file system synced and then gives the transcript its name (or
+    /// drops it, if the commit failed); waits for both.
     async fn commit(self, ctx: &Arc<Ctx>) {
-        let Written {
-            line,
-            tmp_path,
-            final_path,
-        } = self;
+        let Written { line, staged } = self;
         let run = Arc::clone(ctx);
+        let name = line.file.clone().unwrap_or_default();
         let after: jsonl::After = Box::new(move |committed| {
             if !committed {
-                let _ = std::fs::remove_file(&tmp_path);
+                staged.discard();
                 return;
             }
-            if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
+            if let Err(e) = staged.persist() {
                 // The line is there and the file is not: the next run drops
                 // the line. Nothing better can be done now.
-                let _ = std::fs::remove_file(&tmp_path);
                 run.run.stop(Error::Environment(format!(
-                    "cannot rename {} into place: {e}",
-                    final_path.display()
+                    "cannot put {name} into place in {}: {e}",
+                    run.out_dir.display()
                 )));
             }
         });
         let written = jsonl::outcome(ctx.manifest.append_then(&line, after)).await;
         counted(ctx, &line, written);
     }
-}
-
-/// Not synced here: the manifest's group commit syncs it (see `jsonl`).
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 /// Appends `line` (a URL that failed) to the manifest and counts it.

@@ -95,6 +95,7 @@ pub struct ReportLine {
 /// summary, `Err` is for the batch as a whole.
 pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
     super::check_jobs(opts.jobs)?;
+    super::open_files_for(opts.jobs)?;
     let ca_files = session::check_ca_files(&opts.ca_files)?;
     // The report goes to a temporary file beside its name, renamed into
     // place at the end: never half a report under the name.

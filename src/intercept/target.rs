@@ -206,7 +206,10 @@ pub fn spawn(
             let mut tag = [0u8; 1];
             let refused = recv(ours.as_raw_fd(), &mut tag, MsgFlags::MSG_DONTWAIT)
                 .is_ok_and(|n| n == 1 && tag[0] == sys::FILTER_REFUSED);
-            return Err(if refused {
+            // Out of descriptors is this process's limit, not the
+            // kernel's seccomp support.
+            let out_of_fds = matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+            return Err(if refused && !out_of_fds {
                 SpawnError::FilterRefused(source)
             } else {
                 spawn_err(source)
