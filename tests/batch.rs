@@ -1429,7 +1429,7 @@ fn transcripts_are_synced_before_they_get_their_names_unless_no_sync() {
     let trace = |name: &str, extra: &[&str]| -> String {
         let out = d.join(name);
         let log = d.join(format!("{name}.strace"));
-        let calls = "trace=openat,write,close,rename,linkat,fsync,fdatasync,syncfs";
+        let calls = "trace=clone,clone3,openat,write,close,rename,linkat,fsync,fdatasync,syncfs";
         let mut args: Vec<OsString> = ["-f", "-qq", "-s", "0", "-e", calls, "-o"]
             .map(OsString::from)
             .to_vec();
@@ -1480,11 +1480,17 @@ struct SyncOrder {
 impl SyncOrder {
     fn read(log: &str) -> SyncOrder {
         let mut o = SyncOrder::default();
-        // (thread, fd) -> temporary file; a thread's call in progress.
-        let mut open: HashMap<(&str, i64), String> = HashMap::new();
-        // fd -> unnamed file: linked by the committing thread, not the
-        // one that wrote it (only the batch makes such files).
-        let mut unnamed: HashMap<i64, String> = HashMap::new();
+        // Descriptors belong to processes, and strace -f names threads:
+        // each thread's process (its group's first thread), from the
+        // clones it saw. A client closing its own fd 35 says nothing of
+        // the batch's fd 35.
+        let mut process: HashMap<String, String> = HashMap::new();
+        let process_of =
+            |p: &HashMap<String, String>, tid: &str| p.get(tid).cloned().unwrap_or(tid.to_string());
+        // (process, fd) -> staged file: `.NAME.tmp`, or an unnamed one,
+        // which the committing thread links, not the one that wrote it.
+        let mut open: HashMap<(String, i64), String> = HashMap::new();
+        // A thread's call in progress.
         let mut pending: HashMap<&str, (usize, &str)> = HashMap::new();
         let result =
             |l: &str| -> Option<i64> { l.rsplit_once(" = ")?.1.split(' ').next()?.parse().ok() };
@@ -1496,15 +1502,24 @@ impl SyncOrder {
             // A call split over two lines completes on its "resumed" line.
             let (start, call) = if let Some(r) = rest.strip_prefix("<... ") {
                 match pending.remove(tid) {
+                    // A close was taken at its start.
+                    Some(p) if p.1.starts_with("close(") => continue,
                     Some(p) if r.starts_with(p.1.split('(').next().unwrap_or("")) => p,
                     _ => continue,
                 }
             } else if rest.ends_with("<unfinished ...>") {
                 pending.insert(tid, (n, rest));
-                continue;
+                // A descriptor is free once its close starts: another
+                // thread's open may get its number before this close
+                // returns (the rest of the close is done then).
+                if !rest.starts_with("close(") {
+                    continue;
+                }
+                (n, rest)
             } else {
                 (n, rest)
             };
+            let me = process_of(&process, tid);
             let quoted = |i: usize| call.split('"').nth(i).unwrap_or("").to_string();
             let fd = || {
                 call.split_once('(')?
@@ -1514,35 +1529,39 @@ impl SyncOrder {
                     .parse::<i64>()
                     .ok()
             };
-            if call.starts_with("openat(") {
+            if call.starts_with("clone") {
+                if let Some(child) = result(line).filter(|&c| c > 0) {
+                    let owner = if call.contains("CLONE_THREAD") {
+                        me.clone()
+                    } else {
+                        child.to_string()
+                    };
+                    process.insert(child.to_string(), owner);
+                }
+            } else if call.starts_with("openat(") {
                 if let Some(fd) = result(line) {
                     let path = quoted(1);
                     if path.ends_with(".tmp") && call.contains("O_CREAT") {
-                        open.insert((tid, fd), path);
+                        open.insert((me, fd), path);
                     } else if call.contains("O_TMPFILE") {
-                        unnamed.insert(fd, format!("unnamed file {fd} opened on line {n}"));
+                        open.insert((me, fd), format!("unnamed file {fd} opened on line {n}"));
                     } else {
-                        open.remove(&(tid, fd));
+                        open.remove(&(me, fd));
                     }
                 }
             } else if call.starts_with("write(") {
-                let f = fd();
-                if let Some(path) = f
-                    .and_then(|fd| open.get(&(tid, fd)))
-                    .or_else(|| f.and_then(|fd| unnamed.get(&fd)))
-                {
+                if let Some(path) = fd().and_then(|fd| open.get(&(me, fd))) {
                     o.last_write.insert(path.clone(), n);
                 }
             } else if call.starts_with("close(") {
                 if let Some(fd) = fd() {
-                    open.remove(&(tid, fd));
-                    unnamed.remove(&fd);
+                    open.remove(&(me, fd));
                 }
             } else if call.starts_with("linkat(") && result(line) == Some(0) {
                 let linked = quoted(1)
                     .strip_prefix("/proc/self/fd/")
                     .and_then(|fd| fd.parse::<i64>().ok())
-                    .and_then(|fd| unnamed.get(&fd));
+                    .and_then(|fd| open.get(&(me, fd)));
                 if let Some(file) = linked {
                     if o.last_write.contains_key(file) {
                         o.renamed.push((file.clone(), start));
