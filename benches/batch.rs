@@ -582,6 +582,15 @@ fn rusage_ms(ru: &libc::rusage) -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The calling thread's own CPU so far.
+fn thread_cpu_ms() -> f64 {
+    // SAFETY: rusage is plain data; all-zero bytes are a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is valid for writes.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    rusage_ms(&ru)
+}
+
 /// wait4 on `pid`: Some((status, rusage)) once it has exited, None if it
 /// is still running (with `nohang`).
 fn wait4(pid: i32, nohang: bool) -> Option<(i32, libc::rusage)> {
@@ -631,6 +640,10 @@ struct Sample {
     /// The supervisor process's own CPU; None for bare.
     supervisor_cpu_ms: Option<f64>,
     nginx_cpu_ms: f64,
+    /// bare: the CPU of this bench's threads that started and reaped the
+    /// clients (a `sign --input` does that itself, inside `cpu_ms`); 0 for
+    /// the others, whose only launcher is the bench polling /proc.
+    launcher_cpu_ms: f64,
     /// The supervisor's VmHWM; None for bare.
     peak_kib: Option<u64>,
 }
@@ -668,6 +681,7 @@ impl Sample {
             "cpu_ms": self.cpu_ms,
             "supervisor_cpu_ms": self.supervisor_cpu_ms,
             "nginx_cpu_ms": self.nginx_cpu_ms,
+            "launcher_cpu_ms": self.launcher_cpu_ms,
             "peak_rss_kib": self.peak_kib,
         })
     }
@@ -727,10 +741,11 @@ impl Ctx<'_> {
         let next = AtomicUsize::new(0);
         let mut latencies: Vec<f64> = Vec::new();
         let started = Instant::now();
-        let cpu_ms: f64 = std::thread::scope(|scope| {
+        let (cpu_ms, launcher_cpu_ms) = std::thread::scope(|scope| {
             let threads: Vec<_> = (0..c)
                 .map(|_| {
                     scope.spawn(|| {
+                        let own_before = thread_cpu_ms();
                         let mut cpu = 0.0;
                         let mut lat = Vec::new();
                         loop {
@@ -758,17 +773,18 @@ impl Ctx<'_> {
                             cpu += rusage_ms(&ru);
                             lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                         }
-                        (cpu, lat)
+                        (cpu, thread_cpu_ms() - own_before, lat)
                     })
                 })
                 .collect();
-            let mut cpu = 0.0;
+            let (mut cpu, mut own) = (0.0, 0.0);
             for t in threads {
-                let (c, l) = t.join().unwrap();
+                let (c, o, l) = t.join().unwrap();
                 cpu += c;
+                own += o;
                 latencies.extend(l);
             }
-            cpu
+            (cpu, own)
         });
         eprintln!(
             "  bare client latency ms: p50 {:.1}, p95 {:.1}, max {:.1}",
@@ -785,6 +801,7 @@ impl Ctx<'_> {
             cpu_ms,
             supervisor_cpu_ms: None,
             nginx_cpu_ms: 0.0,
+            launcher_cpu_ms,
             peak_kib: None,
         }
     }
@@ -878,6 +895,7 @@ impl Ctx<'_> {
             cpu_ms: rusage_ms(&ru),
             supervisor_cpu_ms: own_cpu,
             nginx_cpu_ms: 0.0,
+            launcher_cpu_ms: 0.0,
             peak_kib: peak,
         }
     }
@@ -922,6 +940,24 @@ impl Run<'_> {
         mib(self.median_of(variant, c, |s| s.peak_kib.map(|k| k as f64)))
     }
 
+    /// Throughput a saturated machine would give `variant` against bare,
+    /// judged by CPU alone: bare's CPU per URL (clients, their launcher,
+    /// nginx) over the variant's (supervisor with its clients, nginx),
+    /// round by round, median. Wall time on a shared VM swings by more
+    /// than the differences measured here; CPU time much less. Meaningless
+    /// where CPUs sit idle (c = 1 on a 2-CPU machine).
+    fn cpu_ratio(&self, variant: &str, c: usize) -> f64 {
+        let cost = |s: &Sample| (s.cpu_ms + s.launcher_cpu_ms + s.nginx_cpu_ms) / s.urls as f64;
+        let ratios: Vec<f64> = self
+            .of(variant, c)
+            .filter_map(|v| {
+                let b = self.of("bare", c).find(|b| b.round == v.round)?;
+                Some(cost(b) / cost(v))
+            })
+            .collect();
+        report::median(&ratios)
+    }
+
     /// Per URL, in ms: (clients + supervisor, supervisor alone, nginx).
     fn cpu_per_url(&self, variant: &str, c: usize) -> (f64, f64, f64) {
         let per = |f: &dyn Fn(&Sample) -> Option<f64>| {
@@ -951,6 +987,7 @@ impl Run<'_> {
                         "cpu_ms_per_url_median": num(cpu),
                         "supervisor_cpu_ms_per_url_median": num(sup),
                         "nginx_cpu_ms_per_url_median": num(ngx),
+                        "cpu_ratio_to_bare_median": num(self.cpu_ratio(v, c)),
                     })
                 })
             })
@@ -1134,25 +1171,31 @@ impl Run<'_> {
 
         md.push_str(
             "CPU per URL (medians, ms): the clients' and the supervisor's together (wait4), the supervisor process's own \
-             (/proc/PID/stat), and nginx's workers'.\n\n\
-             | concurrency | bare clients | seccomp all | seccomp supervisor | ptrace all | ptrace supervisor | nginx (bare / seccomp / ptrace) |\n\
-             |---|---|---|---|---|---|---|\n",
+             (/proc/PID/stat), and nginx's workers'. Last column: the seccomp / bare throughput ratio the CPU alone \
+             predicts on a saturated machine, round by round (bare: its clients, the bench threads that start \
+             them, nginx; seccomp: the supervisor with its clients, nginx); median. Much steadier than wall time \
+             on a shared VM, but not the target, and meaningless where CPUs sit idle (c = 1 here).\n\n\
+             | concurrency | bare clients | bare launcher | seccomp all | seccomp supervisor | ptrace all | ptrace supervisor | nginx (bare / seccomp / ptrace) | seccomp / bare by CPU |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
         );
         for &c in &self.s.concurrency {
             let (b, _, bn) = self.cpu_per_url("bare", c);
+            let bl = self.median_of("bare", c, |s| Some(s.launcher_cpu_ms / s.urls as f64));
             let (s, ss, sn) = self.cpu_per_url("seccomp", c);
             let (p, ps, pn) = self.cpu_per_url("ptrace", c);
             let _ = writeln!(
                 md,
-                "| {c} | {} | {} | {} | {} | {} | {} / {} / {} |",
+                "| {c} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 fmt(b, 2),
+                fmt(bl, 2),
                 fmt(s, 2),
                 fmt(ss, 2),
                 fmt(p, 2),
                 fmt(ps, 2),
                 fmt(bn, 2),
                 fmt(sn, 2),
-                fmt(pn, 2)
+                fmt(pn, 2),
+                fmt(self.cpu_ratio("seccomp", c), 2)
             );
         }
 
