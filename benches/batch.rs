@@ -943,9 +943,10 @@ impl Run<'_> {
     /// Throughput a saturated machine would give `variant` against bare,
     /// judged by CPU alone: bare's CPU per URL (clients, their launcher,
     /// nginx) over the variant's (supervisor with its clients, nginx),
-    /// round by round, median. Wall time on a shared VM swings by more
-    /// than the differences measured here; CPU time much less. Meaningless
-    /// where CPUs sit idle (c = 1 on a 2-CPU machine).
+    /// round by round, median. If it agrees with the wall-time ratio, the
+    /// spread between rounds is in the CPU spent, not in the clock (on the
+    /// machine measured it does, within a few hundredths per round).
+    /// Meaningless where CPUs sit idle (c = 1 on a 2-CPU machine).
     fn cpu_ratio(&self, variant: &str, c: usize) -> f64 {
         let cost = |s: &Sample| (s.cpu_ms + s.launcher_cpu_ms + s.nginx_cpu_ms) / s.urls as f64;
         let ratios: Vec<f64> = self
@@ -1173,8 +1174,9 @@ impl Run<'_> {
             "CPU per URL (medians, ms): the clients' and the supervisor's together (wait4), the supervisor process's own \
              (/proc/PID/stat), and nginx's workers'. Last column: the seccomp / bare throughput ratio the CPU alone \
              predicts on a saturated machine, round by round (bare: its clients, the bench threads that start \
-             them, nginx; seccomp: the supervisor with its clients, nginx); median. Much steadier than wall time \
-             on a shared VM, but not the target, and meaningless where CPUs sit idle (c = 1 here).\n\n\
+             them, nginx; seccomp: the supervisor with its clients, nginx); median. Not the target. Where it \
+             agrees with the wall-time ratio, the machine is CPU-bound and a round's ratio moves with what \
+             the CPUs spent, not with the clock; where CPUs sit idle (c = 1 here) it predicts nothing.\n\n\
              | concurrency | bare clients | bare launcher | seccomp all | seccomp supervisor | ptrace all | ptrace supervisor | nginx (bare / seccomp / ptrace) | seccomp / bare by CPU |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );

@@ -70,6 +70,7 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         env,
         cwd: None,
         capture: false,
+        unblocks_signals: false,
     };
     let running = intercept::start(opts.backend, cmd, Scope::Local, world, Box::new(|_, _| {}))
         .map_err(|e| match e {

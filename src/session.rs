@@ -303,6 +303,8 @@ fn client_command(spec: &Spec) -> Result<target::Program, Error> {
         // working directory is not.
         cwd: Some("/".into()),
         capture: true,
+        // `client::child_main` does, first thing.
+        unblocks_signals: true,
     })
 }
 

@@ -528,6 +528,10 @@ pub struct ExecPlan {
     pub cwd: Option<std::ffi::CString>,
     /// stdin, stdout, stderr for the child, or inherit all three.
     pub stdio: Option<[RawFd; 3]>,
+    /// Exec with every signal still blocked, the handlers left as they are
+    /// (exec resets them): for a program that unblocks them itself
+    /// (`target::Program::unblocks_signals`).
+    pub keep_signals_blocked: bool,
 }
 
 // SAFETY: the raw pointers point into `_strings`, owned by the plan and
@@ -555,6 +559,7 @@ impl ExecPlan {
             _strings: strings,
             cwd,
             stdio,
+            keep_signals_blocked: false,
         }
     }
 }
@@ -671,8 +676,9 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
         unsafe { libc::_exit(127) }
     };
     // Handlers go back to default, as exec would do, before any signal can
-    // be delivered here.
-    for sig in 1..libc::SIGRTMAX() {
+    // be delivered here. A program that unblocks signals itself starts
+    // with all of them blocked instead, so none can be delivered here.
+    for sig in (1..libc::SIGRTMAX()).take_while(|_| !s.plan.keep_signals_blocked) {
         // SAFETY: sigaction is plain data; all-zero is valid to fill in.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: queries the disposition into a valid struct.
@@ -687,8 +693,10 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
             unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
         }
     }
-    // SAFETY: restores the mask the parent had before blocking everything.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut()) };
+    if !s.plan.keep_signals_blocked {
+        // SAFETY: restores the mask the parent had before blocking everything.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut()) };
+    }
     if let Some(fds) = s.plan.stdio {
         for (target, fd) in fds.into_iter().enumerate() {
             // SAFETY: dup2 on fds the parent keeps open; our fd table is

@@ -594,3 +594,56 @@ fn timed_out_client_leaves_no_orphan_under_ptrace() {
         assert!(!out.exists(), "a timed-out sign wrote {}", out.display());
     }
 }
+
+/// Under every backend the client runs with no signal blocked, whatever
+/// its start did: under seccomp it is started with every signal blocked
+/// and unblocks them itself (`target::Program::unblocks_signals`), which
+/// spares resetting each handler between clone and exec. A client that
+/// never unblocked would sit out a Ctrl-C with SIGINT pending.
+#[test]
+fn the_client_runs_with_no_signal_blocked() {
+    let (dir, pki) = setup();
+    let server = SilentServer::start();
+    let port = server.port();
+    for b in ["seccomp", "ptrace-seccomp", "ptrace"] {
+        let mut child = std::process::Command::new(bin())
+            .arg("sign")
+            .arg(format!("https://tlsign.test:{port}/"))
+            .arg("-o")
+            .arg(dir.path().join(format!("{b}.tlsign")))
+            .arg("--resolve")
+            .arg(format!("tlsign.test:{port}:127.0.0.1"))
+            .arg("--ca-file")
+            .arg(&pki.ca)
+            .args(["--backend", b, "--timeout", "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the binary");
+        // The client waits on the silent server: its mask is read until it
+        // shows none blocked, for as long as the client runs.
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline && last.as_deref() != Some("0000000000000000") {
+            for (pid, _) in clients_for_port(port) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(blk) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) {
+                    last = Some(blk.trim().to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: the negative pid names the process group of our own
+        // child, which is unreaped (so its pid cannot be reused).
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        assert_eq!(
+            last.as_deref(),
+            Some("0000000000000000"),
+            "--backend {b}: the client's blocked signals (None: never saw the client)"
+        );
+    }
+}

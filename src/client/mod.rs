@@ -383,6 +383,10 @@ fn connect(host: &Host<&str>, port: u16) -> Result<TcpStream, ClientFailure> {
 /// bad arguments (a message goes to stderr), [`EXIT_OUTPUT`] if stdout
 /// fails.
 pub fn child_main(args: Vec<OsString>) -> i32 {
+    // Under the supervisor the client starts with every signal blocked
+    // (`target::Program::unblocks_signals`); started any other way, this
+    // changes nothing.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     child_main_to(args, &mut io::stdout().lock())
 }
 
