@@ -1336,6 +1336,57 @@ fn a_large_j_raises_the_open_files_limit() {
     low.assert_stderr_mentions("-j 200 needs about 1664 open files");
 }
 
+/// A full output directory stops the batch at once with one error line and
+/// exit 4, instead of fetching every later URL to fail it with "No space
+/// left on device"; what was signed stays consistent with the manifest.
+/// DIR is a 150 KiB tmpfs mounted in a mount namespace of the batch's own.
+#[test]
+fn a_full_out_dir_stops_the_batch() {
+    let unshare: &[&str] = if is_root() {
+        &["unshare", "-m"]
+    } else {
+        &["unshare", "-Urm"]
+    };
+    let can = std::process::Command::new(unshare[0])
+        .args(&unshare[1..])
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        return skip(
+            "a_full_out_dir_stops_the_batch",
+            "cannot make a mount namespace (unshare)",
+        );
+    }
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let nginx = Nginx::start(d, &pki, Cert::Valid);
+    let urls: Vec<String> = (0..200)
+        .map(|i| nginx.url(&format!("/?full={i}")))
+        .collect();
+    let list = write_list(d, "urls.txt", &urls);
+    let mnt = d.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let out = mnt.join("out");
+    let mount = format!(
+        "mount -t tmpfs -o size=150k none {} && exec \"$@\"",
+        mnt.display()
+    );
+    let mut wrapper: Vec<&str> = unshare.to_vec();
+    wrapper.extend(["sh", "-c", &mount, "sh"]);
+    // The check runs inside the namespace too: the tmpfs is gone after.
+    let r = batch_sign(&list, &out, &pki)
+        .args(["-j", "4", "--per-host", "0", "--resolve", &nginx.resolve()])
+        .wrapped(wrapper)
+        .run();
+    r.assert_code(4);
+    let line = r.assert_one_error_line().to_string();
+    assert!(
+        line.contains("No space left on device") && line.contains("the batch stopped"),
+        "{line}"
+    );
+}
+
 /// Comments, blank lines, CRLF, a line that is not UTF-8, one longer than
 /// 8192 bytes, a duplicate, and input on stdin: bad lines become failed
 /// manifest lines with their line number, good ones are signed.

@@ -443,7 +443,20 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let url = job.url.as_str().to_string();
     let line = match result {
         (Ok(_), Some(Ok(written))) => return written.commit(ctx).await,
-        (Ok(_), Some(Err(e))) => ManifestLine::failed(url, e, job.line, elapsed, attempts),
+        // DIR takes no more: every later URL would be fetched for nothing.
+        // Nothing is recorded for this one (a rerun signs it again).
+        (
+            Ok(_),
+            Some(Err(NotWritten {
+                message,
+                fatal: true,
+            })),
+        ) => {
+            return ctx.run.stop(Error::Environment(format!(
+                "{message}; the batch stopped (what was signed is in the manifest)"
+            )));
+        }
+        (Ok(_), Some(Err(e))) => ManifestLine::failed(url, e.message, job.line, elapsed, attempts),
         (Ok(_), None) => {
             let e = "the transcript was not kept (a bug: please report it)".to_string();
             ManifestLine::failed(url, e, job.line, elapsed, attempts)
@@ -468,18 +481,24 @@ struct Keep {
 }
 
 impl Keep {
-    /// Writes a signed transcript under a temporary name in DIR, the first
+    /// Writes a signed transcript into DIR without its name (`staged`), the first
     /// of the steps the module doc gives; [`Written::commit`] does the
-    /// rest. Blocks on the disk. An `Err` is the reason the URL failed (its
-    /// transcript is not kept).
-    fn write(self, signed: &Signed) -> Result<Written, String> {
+    /// rest. Blocks on the disk. An `Err` is why the URL failed (its
+    /// transcript is not kept), or why the batch must stop.
+    fn write(self, signed: &Signed) -> Result<Written, NotWritten> {
         let t = &signed.transcript;
         let dir = &self.ctx.out_dir;
         let staged = self
             .ctx
             .staging
             .write(dir, &self.name, &transcript::encode(t))
-            .map_err(|e| format!("cannot write {} in {}: {e}", self.name, dir.display()))?;
+            .map_err(|e| {
+                use std::io::ErrorKind::*;
+                NotWritten {
+                    message: format!("cannot write {} in {}: {e}", self.name, dir.display()),
+                    fatal: matches!(e.kind(), StorageFull | QuotaExceeded | ReadOnlyFilesystem),
+                }
+            })?;
         let r = &t.response;
         let status = if (200..300).contains(&r.status) {
             Status::Ok
@@ -506,6 +525,14 @@ impl Keep {
         };
         Ok(Written { line, staged })
     }
+}
+
+/// Why a signed transcript could not be written.
+struct NotWritten {
+    message: String,
+    /// DIR itself takes no more (full, over quota, read-only): the batch
+    /// stops, rather than fetch every later URL for nothing.
+    fatal: bool,
 }
 
 /// A transcript written but not yet under its name, and its line.
