@@ -79,7 +79,7 @@ impl Staging {
                     .and_then(|mut f| f.write_all(bytes));
                 if let Err(e) = written {
                     let _ = std::fs::remove_file(&tmp);
-                    return Err(io::Error::new(e.kind(), format!("{}: {e}", tmp.display())));
+                    return Err(e);
                 }
                 Kind::Named(tmp)
             }
