@@ -1333,7 +1333,7 @@ fn a_large_j_raises_the_open_files_limit() {
         .run();
     low.assert_code(2);
     low.assert_one_error_line();
-    low.assert_stderr_mentions("-j 200 needs about 1664 open files");
+    low.assert_stderr_mentions("-j 200 needs about 2064 open files");
 }
 
 /// A full output directory stops the batch at once with one error line and
