@@ -676,26 +676,11 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
         unsafe { libc::_exit(127) }
     };
     // Handlers go back to default, as exec would do, before any signal can
-    // be delivered here. A program that unblocks signals itself starts
-    // with all of them blocked instead, so none can be delivered here.
-    for sig in (1..libc::SIGRTMAX()).take_while(|_| !s.plan.keep_signals_blocked) {
-        // SAFETY: sigaction is plain data; all-zero is valid to fill in.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: queries the disposition into a valid struct.
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-            continue;
-        }
-        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            // SAFETY: as above.
-            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            dfl.sa_sigaction = libc::SIG_DFL;
-            // SAFETY: sets a plain default disposition.
-            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
-        }
-    }
+    // be delivered here; then the parent's mask comes back. A program that
+    // unblocks signals itself starts with all of them blocked instead, so
+    // none can be delivered here and exec resets the handlers.
     if !s.plan.keep_signals_blocked {
-        // SAFETY: restores the mask the parent had before blocking everything.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut()) };
+        reset_handlers_and_mask(&s.mask);
     }
     if let Some(fds) = s.plan.stdio {
         for (target, fd) in fds.into_iter().enumerate() {
@@ -726,6 +711,29 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
         )
     };
     fail(io::Error::last_os_error())
+}
+
+/// The part of [`vfork_child`] a program that leaves signals blocked skips:
+/// every handler reset to the default, then `mask` restored. Raw syscalls
+/// only.
+fn reset_handlers_and_mask(mask: &libc::sigset_t) {
+    for sig in 1..libc::SIGRTMAX() {
+        // SAFETY: sigaction is plain data; all-zero is valid to fill in.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: queries the disposition into a valid struct.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue;
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            // SAFETY: as above.
+            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            dfl.sa_sigaction = libc::SIG_DFL;
+            // SAFETY: sets a plain default disposition.
+            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: restores the mask the parent had before blocking everything.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
 }
 
 /// glibc's tunable that turns off its per-thread cache of freed chunks.

@@ -499,6 +499,24 @@ fn ptrace_backends_as_nobody() {
     }
 }
 
+/// [`silent_sign_args`] under `backend`, run outside [`Cmd`] in a process
+/// group of its own, so the test alone decides when it and its client
+/// die; stdout and stderr are the caller's to set.
+fn sign_in_own_group(
+    server: &SilentServer,
+    out: &Path,
+    pki: &Pki,
+    backend: &str,
+    timeout_s: u32,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(silent_sign_args(server, pki, out))
+        .args(["--backend", backend, "--timeout", &timeout_s.to_string()])
+        .stdin(Stdio::null())
+        .process_group(0);
+    cmd
+}
+
 /// Processes whose command line is the built-in client's for a URL on
 /// `port`: (pid, command line).
 fn clients_for_port(port: u16) -> Vec<(i32, String)> {
@@ -525,20 +543,9 @@ fn timed_out_client_leaves_no_orphan_under_ptrace() {
             dir.path().join(format!("{b}.stderr")),
         );
         let start = Instant::now();
-        let mut child = std::process::Command::new(bin())
-            .arg("sign")
-            .arg(format!("https://tlsign.test:{port}/"))
-            .arg("-o")
-            .arg(&out)
-            .arg("--resolve")
-            .arg(format!("tlsign.test:{port}:127.0.0.1"))
-            .arg("--ca-file")
-            .arg(&pki.ca)
-            .args(["--backend", b, "--timeout", "1"])
-            .stdin(Stdio::null())
+        let mut child = sign_in_own_group(&server, &out, &pki, b, 1)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
-            .process_group(0)
             .spawn()
             .expect("start the binary");
 
@@ -606,20 +613,10 @@ fn the_client_runs_with_no_signal_blocked() {
     let server = SilentServer::start();
     let port = server.port();
     for b in ["seccomp", "ptrace-seccomp", "ptrace"] {
-        let mut child = std::process::Command::new(bin())
-            .arg("sign")
-            .arg(format!("https://tlsign.test:{port}/"))
-            .arg("-o")
-            .arg(dir.path().join(format!("{b}.tlsign")))
-            .arg("--resolve")
-            .arg(format!("tlsign.test:{port}:127.0.0.1"))
-            .arg("--ca-file")
-            .arg(&pki.ca)
-            .args(["--backend", b, "--timeout", "5"])
-            .stdin(Stdio::null())
+        let out = dir.path().join(format!("{b}.tlsign"));
+        let mut child = sign_in_own_group(&server, &out, &pki, b, 5)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .expect("start the binary");
         // The client waits on the silent server: its mask is read until it

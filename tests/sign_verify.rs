@@ -552,16 +552,7 @@ fn output_into_missing_directory_fails_cleanly() {
 
 /// `sign` against `server` (which never answers) with the test CA.
 fn sign_silent(server: &SilentServer, pki: &Pki, out: &Path) -> Cmd {
-    let port = server.port();
-    Cmd::tlsign()
-        .arg("sign")
-        .arg(format!("https://tlsign.test:{port}/"))
-        .arg("-o")
-        .arg(out)
-        .arg("--resolve")
-        .arg(format!("tlsign.test:{port}:127.0.0.1"))
-        .arg("--ca-file")
-        .arg(&pki.ca)
+    Cmd::tlsign().args(silent_sign_args(server, pki, out))
 }
 
 #[test]

@@ -100,7 +100,7 @@ pub fn check_jobs(jobs: usize) -> Result<usize, Error> {
 
 /// Raises the limit on open files for a batch of `jobs` clients, or says
 /// why it cannot run. Measured at -j 64 over a 3000-URL batch: at most 629
-/// descriptors open (about eight per client: its listener, its
+/// descriptors open, up to about ten per client (its listener, its
 /// connection's two sockets, its output files, its thread's runtime, and
 /// its transcript waiting for the group commit, `staged`). The usual soft
 /// limit of 1024 let a batch start at most about -j 110.

@@ -548,7 +548,6 @@ impl Written {
     async fn commit(self, ctx: &Arc<Ctx>) {
         let Written { line, staged } = self;
         let run = Arc::clone(ctx);
-        let name = line.file.clone().unwrap_or_default();
         let after: jsonl::After = Box::new(move |committed| {
             if !committed {
                 staged.discard();
@@ -558,8 +557,7 @@ impl Written {
                 // The line is there and the file is not: the next run drops
                 // the line. Nothing better can be done now.
                 run.run.stop(Error::Environment(format!(
-                    "cannot put {name} into place in {}: {e}",
-                    run.out_dir.display()
+                    "cannot put a transcript into place: {e}"
                 )));
             }
         });

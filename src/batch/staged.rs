@@ -93,10 +93,12 @@ impl Staging {
 }
 
 impl Staged {
-    /// Gives the file its name, replacing any file of that name.
+    /// Gives the file its name, replacing any file of that name. An error
+    /// names the path.
     pub fn persist(self) -> io::Result<()> {
         let to = self.dir.join(&self.name);
-        match self.kind {
+        let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", to.display()));
+        let r = match self.kind {
             Kind::Named(tmp) => std::fs::rename(&tmp, &to).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             }),
@@ -115,7 +117,8 @@ impl Staged {
                 }
                 r => r,
             },
-        }
+        };
+        r.map_err(at)
     }
 
     /// Drops the file: its line was not written.

@@ -130,6 +130,23 @@ pub fn sign(server: &impl HttpsServer, pki: &Pki, path: &str, out: &Path) -> Cmd
         .arg(&pki.ca)
 }
 
+/// The arguments of a `sign` into `out` against `server`, which accepts
+/// and never answers, with the test CA: for [`Cmd`] and for tests that
+/// must run the binary outside it.
+pub fn silent_sign_args(server: &SilentServer, pki: &Pki, out: &Path) -> Vec<std::ffi::OsString> {
+    let port = server.port();
+    vec![
+        "sign".into(),
+        format!("https://tlsign.test:{port}/").into(),
+        "-o".into(),
+        out.into(),
+        "--resolve".into(),
+        format!("tlsign.test:{port}:127.0.0.1").into(),
+        "--ca-file".into(),
+        pki.ca.clone().into(),
+    ]
+}
+
 /// `tlsign-seccomp verify FILE --ca-file CA`; add options before `run()`.
 pub fn verify(file: &Path, pki: &Pki) -> Cmd {
     Cmd::tlsign()
