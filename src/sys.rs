@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 /// Linux 5.0.
@@ -191,70 +192,43 @@ pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// What the child reports back with its listener fd.
-pub const LISTENER_KILLABLE: u8 = 1;
-/// What the child sends, with no fd, when the kernel refused the filter.
-pub const FILTER_REFUSED: u8 = 0xff;
-
-/// Runs in the forked child, between fork and exec: only raw,
-/// async-signal-safe syscalls, no allocation. Sets no_new_privs (which lets
-/// an unprivileged process install a filter), turns ASLR off (OpenSSL and
-/// others mix addresses into their randomness), asks to be killed with the
-/// supervisor, installs `filter` with a listener and sends the listener to
-/// the supervisor over `sock`.
-pub fn child_install_filter(filter: &[libc::sock_filter], sock: RawFd) -> io::Result<()> {
-    child_common()?;
+/// Runs in the clone child, between clone and exec: only raw,
+/// async-signal-safe syscalls, no allocation. Installs `filter` with a
+/// listener and returns the listener's number and whether the kernel took
+/// the killable wait, or why it refused the filter. The child shares our
+/// descriptor table at that moment (CLONE_FILES), so the listener is
+/// created straight in the supervisor: nothing has to carry it over.
+fn child_install_filter(filter: &[libc::sock_filter]) -> io::Result<(RawFd, bool)> {
     let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
     let prog = libc::sock_fprog {
         len,
         filter: filter.as_ptr().cast_mut(),
     };
-    let mut killable = LISTENER_KILLABLE;
-    let flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
-    // SAFETY: `prog` points at `filter`, which outlives the call.
-    let mut fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        // Before Linux 5.19: no killable wait. Signals may then withdraw a
-        // notification; the world only advances on answers that landed.
-        killable = 0;
-        // SAFETY: as above.
-        fd = unsafe {
+    let install = |flags: libc::c_ulong| {
+        // SAFETY: `prog` points at `filter`, which outlives the call.
+        let fd = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 SECCOMP_SET_MODE_FILTER,
-                SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                flags,
                 &prog as *const libc::sock_fprog,
             )
         };
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(fd as RawFd)
+        }
+    };
+    match install(SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) {
+        Ok(fd) => Ok((fd, true)),
+        // Before Linux 5.19: no killable wait. Signals may then withdraw a
+        // notification; the world only advances on answers that landed.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            install(SECCOMP_FILTER_FLAG_NEW_LISTENER).map(|fd| (fd, false))
+        }
+        Err(e) => Err(e),
     }
-    if fd < 0 {
-        let err = io::Error::last_os_error();
-        // Tell the parent which step failed: from the outside a failed
-        // pre-exec step and a failed exec look the same.
-        // SAFETY: a one-byte send from a live stack buffer.
-        unsafe {
-            libc::send(
-                sock,
-                [FILTER_REFUSED].as_ptr().cast(),
-                1,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        return Err(err);
-    }
-    let fd = fd as RawFd;
-    let r = send_fd_raw(sock, fd, killable);
-    // SAFETY: `fd` is the listener we own in this process; after sending it
-    // the child must not keep it (its exec'd image would inherit it).
-    unsafe { libc::close(fd) };
-    r
 }
 
 /// The limit on open files this process started with, kept when
@@ -292,8 +266,8 @@ pub fn raise_open_files(want: u64) -> io::Result<u64> {
 
 /// The last step before exec of every supervised child: the limit on open
 /// files this process started with, if a batch raised it. Not earlier: the
-/// child holds a copy of all our descriptors until its exec, so a new one
-/// (the filter's listener) gets a number above that limit.
+/// filter's listener is created in our descriptor table, whose free numbers
+/// may all be above that limit.
 fn child_restore_open_files() -> io::Result<()> {
     if let Some(limit) = STARTED_NOFILE.get() {
         // SAFETY: `limit` is a valid rlimit in memory that outlives the
@@ -417,47 +391,6 @@ pub fn wait4(pid: i32, flags: i32) -> io::Result<Waited> {
     }
 }
 
-/// Takes ownership of an fd that SCM_RIGHTS just created in this process.
-pub fn own_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the kernel created this fd for us in recvmsg; nothing else
-    // owns or closes it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// sendmsg with SCM_RIGHTS and stack buffers only (we are between fork and exec).
-fn send_fd_raw(sock: RawFd, fd: RawFd, tag: u8) -> io::Result<()> {
-    let mut data = [tag];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // Room for one cmsghdr carrying one int, 8-byte aligned.
-    let mut cmsg_buf = [0u64; 4];
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    debug_assert!(space <= std::mem::size_of_val(&cmsg_buf));
-    // SAFETY: msghdr is plain data; all-zero is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg_control points at a buffer of `space` bytes, so the first
-    // header exists and is writable.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-    }
-    // SAFETY: every pointer in `msg` refers to a live stack buffer.
-    if unsafe { libc::sendmsg(sock, &msg, 0) } != 1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// pidfd_open(2), Linux 5.3. `pid` must be a thread-group leader.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments only.
@@ -564,28 +497,57 @@ impl ExecPlan {
     }
 }
 
-/// What the clone child reads (and writes its errno to), shared with the
+/// What the clone child reads, and writes its results to, shared with the
 /// parent: CLONE_VM.
 struct ChildShared<'a> {
     plan: &'a ExecPlan,
     filter: &'a [libc::sock_filter],
-    sock: RawFd,
     mask: libc::sigset_t,
-    errno: std::sync::atomic::AtomicI32,
+    /// Why the child gave up before its exec, 0 if it did not.
+    errno: AtomicI32,
+    /// The step that failed was the filter's install.
+    refused: AtomicBool,
+    /// The listener, once created (in our table: see
+    /// [`child_install_filter`]); -1 before.
+    listener: AtomicI32,
+    killable: AtomicBool,
 }
 
-/// Starts `plan` with `filter` installed and its listener sent over `sock`
-/// (see [`child_install_filter`]), the way posix_spawn starts a program:
-/// clone(CLONE_VM | CLONE_VFORK), so the child borrows this process's
-/// memory until its exec instead of copying the page tables of a busy,
-/// many-threaded supervisor. (A fork here cost more CPU than the client's
-/// whole TLS fetch: page-table copies, TLB shootdowns on every CPU, and
-/// copy-on-write faults in every thread afterwards.) Returns the pid.
+/// A program started by [`spawn_filtered`].
+pub struct FilteredChild {
+    pub pid: i32,
+    pub listener: OwnedFd,
+    /// Signals wait for answers (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV).
+    pub killable: bool,
+}
+
+/// Why [`spawn_filtered`] started nothing.
+pub enum SpawnFailure {
+    /// The kernel refused the filter.
+    FilterRefused(io::Error),
+    /// Another step failed: clone, a step before exec, or exec itself.
+    Failed(io::Error),
+    /// The child died of signal `n` before its exec (reaped).
+    Killed(i32),
+}
+
+/// Starts `plan` with `filter` installed and returns its listener, the way
+/// posix_spawn starts a program: clone(CLONE_VM | CLONE_VFORK), so the
+/// child borrows this process's memory until its exec instead of copying
+/// the page tables of a busy, many-threaded supervisor. (A fork here cost
+/// more CPU than the client's whole TLS fetch: page-table copies, TLB
+/// shootdowns on every CPU, and copy-on-write faults in every thread
+/// afterwards.)
+///
+/// The child starts on our descriptor table too (CLONE_FILES), so the
+/// listener its seccomp() creates is ours at once, and takes a copy of the
+/// table of its own (unshare) only after that, before it touches any
+/// descriptor. Sending the listener over a socket pair instead cost a
+/// socketpair, a sendmsg, a recvmsg and four closes per client.
 pub fn spawn_filtered(
     plan: &ExecPlan,
     filter: &[libc::sock_filter],
-    sock: RawFd,
-) -> io::Result<i32> {
+) -> Result<FilteredChild, SpawnFailure> {
     // The child's stack, kept per thread: a batch starts a client per URL,
     // and a fresh 256 KiB each time was an mmap, page faults and a munmap
     // per client. This thread is suspended while the child uses it.
@@ -597,7 +559,7 @@ pub fn spawn_filtered(
         // Reserved, never filled: only the pages the child touches count.
         stack.reserve_exact(CHILD_STACK);
         let top = stack.spare_capacity_mut().as_mut_ptr_range().end;
-        spawn_on_stack(plan, filter, sock, top.cast())
+        spawn_on_stack(plan, filter, top.cast())
     })
 }
 
@@ -607,9 +569,8 @@ const CHILD_STACK: usize = 256 << 10;
 fn spawn_on_stack(
     plan: &ExecPlan,
     filter: &[libc::sock_filter],
-    sock: RawFd,
     stack_top: *mut u8,
-) -> io::Result<i32> {
+) -> Result<FilteredChild, SpawnFailure> {
     // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialize it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `all` is a valid sigset_t to fill.
@@ -617,17 +578,19 @@ fn spawn_on_stack(
     let mut shared = ChildShared {
         plan,
         filter,
-        sock,
         // SAFETY: as above; overwritten by pthread_sigmask below.
         mask: unsafe { std::mem::zeroed() },
-        errno: std::sync::atomic::AtomicI32::new(0),
+        errno: AtomicI32::new(0),
+        refused: AtomicBool::new(false),
+        listener: AtomicI32::new(-1),
+        killable: AtomicBool::new(false),
     };
     // No signal handler of ours may run in the child, which shares our
     // memory: block every signal until the child has reset the handlers.
     // SAFETY: both pointers are valid sigset_t.
     let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask) };
     if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
+        return Err(SpawnFailure::Failed(io::Error::from_raw_os_error(r)));
     }
     // SAFETY: the child runs `vfork_child` on its own stack (below
     // `stack_top`, the end of CHILD_STACK bytes the caller holds, rounded
@@ -640,7 +603,7 @@ fn spawn_on_stack(
         libc::clone(
             vfork_child,
             top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
             (&shared as *const ChildShared<'_>).cast_mut().cast(),
         )
     };
@@ -648,17 +611,41 @@ fn spawn_on_stack(
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(clone_err);
+        return Err(SpawnFailure::Failed(clone_err));
     }
-    let errno = shared.errno.load(std::sync::atomic::Ordering::SeqCst);
-    if errno != 0 {
-        // The child failed before its exec and has exited: reap it.
-        let mut status = 0;
-        // SAFETY: waits for our own child; `status` is a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(errno));
+    let listener = match shared.listener.load(Ordering::SeqCst) {
+        -1 => None,
+        // SAFETY: the child's seccomp() created this descriptor in the table
+        // we shared with it, and nothing else knows its number.
+        fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+    };
+    let errno = shared.errno.load(Ordering::SeqCst);
+    if errno == 0 {
+        if let Some(listener) = listener {
+            return Ok(FilteredChild {
+                pid,
+                listener,
+                killable: shared.killable.load(Ordering::SeqCst),
+            });
+        }
     }
-    Ok(pid)
+    // The child has exited before its exec: reap it and say why.
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid int.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let e = io::Error::from_raw_os_error(errno);
+    Err(if errno != 0 && shared.refused.load(Ordering::SeqCst) {
+        SpawnFailure::FilterRefused(e)
+    } else if errno != 0 {
+        SpawnFailure::Failed(e)
+    } else if libc::WIFSIGNALED(status) {
+        // Gone before its filter without a word: a signal killed it.
+        SpawnFailure::Killed(libc::WTERMSIG(status))
+    } else {
+        SpawnFailure::Failed(io::Error::other(
+            "the child ended before installing its filter",
+        ))
+    })
 }
 
 /// The clone child of [`spawn_filtered`]: raw syscalls only, no allocation,
@@ -668,10 +655,8 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
     // or exit (CLONE_VFORK).
     let s = unsafe { &*(arg as *const ChildShared<'_>) };
     let fail = |e: io::Error| -> libc::c_int {
-        s.errno.store(
-            e.raw_os_error().unwrap_or(libc::EINVAL),
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        s.errno
+            .store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::SeqCst);
         // SAFETY: _exit never returns and runs no atexit handlers.
         unsafe { libc::_exit(127) }
     };
@@ -682,10 +667,29 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
     if !s.plan.keep_signals_blocked {
         reset_handlers_and_mask(&s.mask);
     }
+    if let Err(e) = child_common() {
+        return fail(e);
+    }
+    match child_install_filter(s.filter) {
+        Ok((fd, killable)) => {
+            s.killable.store(killable, Ordering::SeqCst);
+            s.listener.store(fd, Ordering::SeqCst);
+        }
+        Err(e) => {
+            s.refused.store(true, Ordering::SeqCst);
+            return fail(e);
+        }
+    }
+    // From here on the table is our own: the descriptors below change only
+    // in this copy. The listener is close-on-exec in it.
+    // SAFETY: unshare with a flag only.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        return fail(io::Error::last_os_error());
+    }
     if let Some(fds) = s.plan.stdio {
         for (target, fd) in fds.into_iter().enumerate() {
-            // SAFETY: dup2 on fds the parent keeps open; our fd table is
-            // our own (no CLONE_FILES).
+            // SAFETY: dup2 on fds the parent keeps open, in our own table
+            // (unshared above).
             if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
                 return fail(io::Error::last_os_error());
             }
@@ -697,8 +701,7 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
             return fail(io::Error::last_os_error());
         }
     }
-    if let Err(e) = child_install_filter(s.filter, s.sock).and_then(|()| child_restore_open_files())
-    {
+    if let Err(e) = child_restore_open_files() {
         return fail(e);
     }
     // SAFETY: path, argv and envp are NUL-terminated and point into the

@@ -336,6 +336,41 @@ fn openat2_and_io_uring_are_missing_from_the_world() {
     }
 }
 
+/// A supervised program holds exactly the descriptors it would hold
+/// unsupervised: nothing of the supervisor's leaks into it. Under seccomp
+/// the child creates the listener in the supervisor's own descriptor table
+/// before taking a copy of its own, so a listener left open across exec
+/// would show up here as one more `anon_inode`.
+#[test]
+fn a_supervised_program_inherits_no_descriptor_of_ours() {
+    // `ls` reads the directory through a descriptor of its own, which
+    // names /proc; pipes (the captured output) are new in every run.
+    let fds = |out: String| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_once(" -> ").map(|(left, target)| (left, target)))
+            .filter(|(_, target)| !target.starts_with("/proc/"))
+            .map(|(left, target)| {
+                let n = left.rsplit(' ').next().unwrap_or("");
+                let target = if target.starts_with("pipe:") { "pipe" } else { target };
+                format!("{n} {target}")
+            })
+            .collect()
+    };
+    let list = ["ls", "-l", "/proc/self/fd"];
+    let bare = Cmd::new(list[0]).args(&list[1..]).run();
+    bare.assert_code(0);
+    let want = fds(bare.stdout_str());
+    assert!(want.len() >= 3, "bare run listed too little:\n{}", bare.stdout_str());
+    for b in BACKENDS {
+        let r = Cmd::tlsign()
+            .args(["run", "--backend", b, "--"])
+            .args(list)
+            .run();
+        r.assert_code(0);
+        assert_eq!(fds(r.stdout_str()), want, "descriptors under {b}");
+    }
+}
+
 /// What is wrong with `r` as the failure of a ptrace backend without
 /// loopback: exit 4, one `error: ` line naming loopback. `None` if right.
 fn loopback_failure_problem(r: &Output) -> Option<String> {

@@ -9,14 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::sys::socket::{
-    recv, recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
-
-use nix::sys::signal::Signal;
-use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
-
 use crate::sys;
 
 /// The environment every supervised program starts with, whatever the
@@ -154,13 +146,6 @@ pub fn spawn(
         program: name.clone(),
         source,
     };
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| SpawnError::Listener(e.into()))?;
     let cstr = |s: &OsStr| {
         CString::new(s.as_bytes())
             .map_err(|_| spawn_err(io::Error::from_raw_os_error(libc::EINVAL)))
@@ -207,41 +192,33 @@ pub fn spawn(
         .map(|(null, _, out_w, _, err_w)| [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]);
     let mut plan = sys::ExecPlan::new(cstr(path.as_os_str())?, args, env, cwd, stdio);
     plan.keep_signals_blocked = program.unblocks_signals;
-    let pid = match sys::spawn_filtered(&plan, &filter, theirs.as_raw_fd()) {
-        Ok(pid) => pid,
-        Err(source) => {
-            // A failed pre-exec step and a failed exec look alike from here:
-            // the child says which it was.
-            let mut tag = [0u8; 1];
-            let refused = recv(ours.as_raw_fd(), &mut tag, MsgFlags::MSG_DONTWAIT)
-                .is_ok_and(|n| n == 1 && tag[0] == sys::FILTER_REFUSED);
-            // Out of descriptors is this process's limit, not the
-            // kernel's seccomp support.
-            let out_of_fds = matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-            return Err(if refused && !out_of_fds {
-                SpawnError::FilterRefused(source)
-            } else {
-                spawn_err(source)
-            });
+    let child = match sys::spawn_filtered(&plan, &filter) {
+        Ok(child) => child,
+        // Out of descriptors is this process's limit, not the kernel's
+        // seccomp support.
+        Err(sys::SpawnFailure::FilterRefused(e))
+            if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+        {
+            return Err(SpawnError::FilterRefused(e));
+        }
+        Err(sys::SpawnFailure::FilterRefused(e) | sys::SpawnFailure::Failed(e)) => {
+            return Err(spawn_err(e));
+        }
+        // A Ctrl-C to the process group, not a fault.
+        Err(sys::SpawnFailure::Killed(libc::SIGINT | libc::SIGTERM)) => {
+            return Err(SpawnError::Interrupted);
+        }
+        Err(sys::SpawnFailure::Killed(sig)) => {
+            return Err(SpawnError::Listener(io::Error::other(format!(
+                "the child died of signal {sig} before its filter was installed"
+            ))));
         }
     };
-    drop(theirs);
     let (stdout, stderr) = match pipes {
         Some((_, out_r, _, err_r, _)) => (Some(File::from(out_r)), Some(File::from(err_r))),
         None => (None, None),
     };
-    let (fd, killable) = match receive_listener(&ours) {
-        Ok(l) => l,
-        Err(e) => {
-            // The child is gone without its listener; reap it and see why.
-            return Err(match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
-                Ok(WaitStatus::Signaled(_, Signal::SIGINT | Signal::SIGTERM, _)) => {
-                    SpawnError::Interrupted
-                }
-                _ => SpawnError::Listener(e),
-            });
-        }
-    };
+    let (fd, killable, pid) = (child.listener, child.killable, child.pid);
     let sync_wakeup = sys::notif_set_sync_wakeup(fd.as_fd()).is_ok();
     Ok((
         Spawned {
@@ -254,29 +231,5 @@ pub fn spawn(
             killable,
             sync_wakeup,
         },
-    ))
-}
-
-fn receive_listener(sock: &OwnedFd) -> io::Result<(OwnedFd, bool)> {
-    let mut tag = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut tag)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                let fd = sys::own_received_fd(fd);
-                return Ok((fd, tag[0] == sys::LISTENER_KILLABLE));
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the child sent no listener (did exec fail before the filter was installed?)",
     ))
 }
