@@ -28,6 +28,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "report/mod.rs"]
+#[allow(dead_code)] // benches/batch.rs uses the rest
 mod report;
 
 use std::path::Path;

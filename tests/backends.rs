@@ -347,11 +347,15 @@ fn a_supervised_program_inherits_no_descriptor_of_ours() {
     // names /proc; pipes (the captured output) are new in every run.
     let fds = |out: String| -> Vec<String> {
         out.lines()
-            .filter_map(|l| l.split_once(" -> ").map(|(left, target)| (left, target)))
+            .filter_map(|l| l.split_once(" -> "))
             .filter(|(_, target)| !target.starts_with("/proc/"))
             .map(|(left, target)| {
                 let n = left.rsplit(' ').next().unwrap_or("");
-                let target = if target.starts_with("pipe:") { "pipe" } else { target };
+                let target = if target.starts_with("pipe:") {
+                    "pipe"
+                } else {
+                    target
+                };
                 format!("{n} {target}")
             })
             .collect()
@@ -360,7 +364,11 @@ fn a_supervised_program_inherits_no_descriptor_of_ours() {
     let bare = Cmd::new(list[0]).args(&list[1..]).run();
     bare.assert_code(0);
     let want = fds(bare.stdout_str());
-    assert!(want.len() >= 3, "bare run listed too little:\n{}", bare.stdout_str());
+    assert!(
+        want.len() >= 3,
+        "bare run listed too little:\n{}",
+        bare.stdout_str()
+    );
     for b in BACKENDS {
         let r = Cmd::tlsign()
             .args(["run", "--backend", b, "--"])

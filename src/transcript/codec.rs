@@ -47,8 +47,10 @@ const HEADER_LEN: usize = MAGIC.len() + 4;
 /// does compress (the page the client printed, headers) needs no entropy
 /// coding to shrink. 100 transcripts of the bench's pages (1 081 589
 /// bytes) came to 665 268 at level 1 and 665 698 at level -1 (`zstd -b1
-/// --fast=1`), compressed at 370 and 1600 MB/s: about 22 µs less per URL.
-/// A batch writes one per URL, so the fast level. Readers need nothing new:
+/// --fast=1`), compressed at 370 and 1600 MB/s: about 22 µs less per URL,
+/// under 1% of what a URL costs and below what a comparison of whole
+/// builds resolves (docs/benchmarks.md). A batch writes one per URL, so
+/// the fast level. Readers need nothing new:
 /// a negative level changes how the frame is found, not its format.
 const ZSTD_LEVEL: i32 = -1;
 
