@@ -680,8 +680,11 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
             return fail(e);
         }
     }
-    // From here on the table is our own: the descriptors below change only
-    // in this copy. The listener is close-on-exec in it.
+    // From here on the filter applies to us: only calls it lets through
+    // (none of those below is caught), as a caught one would wait for an
+    // answer from this suspended parent forever. And the table is our own:
+    // the descriptors below change only in this copy, where the listener is
+    // close-on-exec.
     // SAFETY: unshare with a flag only.
     if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
         return fail(io::Error::last_os_error());
