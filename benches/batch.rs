@@ -423,20 +423,21 @@ fn paired(s: &Settings, ctx: &Ctx, urls: &[String], list_file: &dyn Fn(usize) ->
                 let y = scope.spawn(|| ctx.run(b, c, &urls[..n], &list));
                 (x.join().unwrap(), y.join().unwrap())
             });
-            let line = format!(
-                "round {} c={c:<3} {a} {:.3} ms/URL, {b} {:.3} ms/URL: {b}/{a} {:.3}",
+            let ratio = cpu(&y) / cpu(&x);
+            eprintln!(
+                "round {} c={c:<3} {a} {:.3} ms/URL, {b} {:.3} ms/URL: {b}/{a} {ratio:.3}",
                 round + 1,
                 cpu(&x),
                 cpu(&y),
-                cpu(&y) / cpu(&x)
             );
-            eprintln!("{line}");
             rows.push(json!({
                 "round": round, "concurrency": c, "urls": n,
-                a: x.json(), b: y.json(),
-                "cpu_ratio": cpu(&y) / cpu(&x),
+                // Each sample names its variant; fixed keys keep both
+                // when the two are the same variant.
+                "a": x.json(), "b": y.json(),
+                "cpu_ratio": ratio,
             }));
-            ratios.push((c, cpu(&y) / cpu(&x)));
+            ratios.push((c, ratio));
         }
     }
     println!(

@@ -68,6 +68,14 @@ fn batch_sign(list: &Path, out: &Path, pki: &Pki) -> Cmd {
     Cmd::tlsign().args(batch_args(list, out, pki))
 }
 
+/// `n` distinct URLs of `nginx` (`/?KEY=0` to `/?KEY=n-1`), and the list
+/// of them written to `dir/urls.txt`.
+fn query_list(nginx: &Nginx, dir: &Path, key: &str, n: usize) -> (Vec<String>, PathBuf) {
+    let urls: Vec<String> = (0..n).map(|i| nginx.url(&format!("/?{key}={i}"))).collect();
+    let list = write_list(dir, "urls.txt", &urls);
+    (urls, list)
+}
+
 /// Writes `urls`, one per line, to `dir/name` and returns its path.
 fn write_list(dir: &Path, name: &str, urls: &[String]) -> PathBuf {
     let path = dir.join(name);
@@ -703,10 +711,7 @@ fn shards_split_a_list() {
     let (dir, pki) = setup();
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..24)
-        .map(|i| nginx.url(&format!("/?shard={i}")))
-        .collect();
-    let list = write_list(d, "urls.txt", &urls);
+    let (urls, list) = query_list(&nginx, d, "shard", 24);
     let out = d.join("out");
     let mut seen = BTreeMap::new();
     for k in 0..2 {
@@ -1247,10 +1252,7 @@ fn batch_as_nobody() {
     open_up(d);
     open_up(&pki.dir);
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..10)
-        .map(|i| nginx.url(&format!("/?nobody={i}")))
-        .collect();
-    let list = write_list(d, "urls.txt", &urls);
+    let (_, list) = query_list(&nginx, d, "nobody", 10);
     let out = d.join("out");
     let r = batch_sign(&list, &out, &pki)
         .args(["-j", "4", "--resolve", &nginx.resolve()])
@@ -1289,8 +1291,7 @@ fn a_large_j_raises_the_open_files_limit() {
     let (dir, pki) = setup();
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..200).map(|i| nginx.url(&format!("/?fds={i}"))).collect();
-    let list = write_list(d, "urls.txt", &urls);
+    let (urls, list) = query_list(&nginx, d, "fds", 200);
     let out = d.join("out");
     let log = d.join("limits.strace");
     let mut wrapper: Vec<OsString> = ["prlimit", "--nofile=1024:8192", "--"]
@@ -1361,10 +1362,7 @@ fn a_full_out_dir_stops_the_batch() {
     let (dir, pki) = setup();
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..200)
-        .map(|i| nginx.url(&format!("/?full={i}")))
-        .collect();
-    let list = write_list(d, "urls.txt", &urls);
+    let (_, list) = query_list(&nginx, d, "full", 200);
     let mnt = d.join("small");
     std::fs::create_dir(&mnt).unwrap();
     let out = mnt.join("out");
@@ -1475,8 +1473,7 @@ fn transcripts_are_synced_before_they_get_their_names_unless_no_sync() {
     let (dir, pki) = setup();
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
-    let urls: Vec<String> = (0..8).map(|i| nginx.url(&format!("/?sync={i}"))).collect();
-    let list = write_list(d, "urls.txt", &urls);
+    let (urls, list) = query_list(&nginx, d, "sync", 8);
     let trace = |name: &str, extra: &[&str]| -> String {
         let out = d.join(name);
         let log = d.join(format!("{name}.strace"));

@@ -154,15 +154,11 @@ pub enum DecodeError {
 pub fn encode(t: &Transcript) -> Vec<u8> {
     let data = postcard::to_allocvec(t)
         .expect("postcard fails only on a full fixed buffer or a sequence of unknown length");
-    let mut out = Vec::with_capacity(HEADER_LEN + zstd::zstd_safe::compress_bound(data.len()));
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
-    out.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
-    compress_into(out, &data)
-        .expect("zstd into memory fails only on a bad parameter or out of memory")
+    with_header(&data).expect("zstd into memory fails only on a bad parameter or out of memory")
 }
 
-fn compress_into(mut out: Vec<u8>, data: &[u8]) -> io::Result<Vec<u8>> {
+/// The header, then `data` compressed into one zstd frame, in one buffer.
+fn with_header(data: &[u8]) -> io::Result<Vec<u8>> {
     use zstd::stream::raw::CParameter;
     // A compression context costs more to set up (allocate and zero its
     // tables) than a small transcript costs to compress: a batch keeps one
@@ -186,11 +182,14 @@ fn compress_into(mut out: Vec<u8>, data: &[u8]) -> io::Result<Vec<u8>> {
                 cell.insert(c)
             }
         };
-        // Straight after the header, with no second buffer to copy from.
-        let at = out.len();
-        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        // The frame goes straight after the header, with no second buffer
+        // to copy from.
+        let mut out = Vec::with_capacity(HEADER_LEN + zstd::zstd_safe::compress_bound(data.len()));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
+        out.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
         let mut cursor = io::Cursor::new(out);
-        cursor.set_position(at as u64);
+        cursor.set_position(HEADER_LEN as u64);
         c.compress_to_buffer(data, &mut cursor)?;
         Ok(cursor.into_inner())
     })
