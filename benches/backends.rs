@@ -189,6 +189,7 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
             seed: None,
             timeout: Duration::from_secs(30),
             backend: b,
+            recorder: None,
         })
         .unwrap_or_else(|e| panic!("sign --backend {b}: {e}"));
         let wall = ms(start.elapsed());

@@ -149,6 +149,14 @@ pub struct SignArgs {
     /// notification, or the ptrace baselines (see docs/benchmarks.md).
     #[arg(long, value_enum, default_value_t = crate::Backend::Seccomp)]
     pub backend: crate::Backend,
+    /// Who records the bytes exchanged with the server. client: the
+    /// supervisor connects to the server and installs that socket in the
+    /// client, which reports what it sent and received (seccomp only; its
+    /// default). relay: the supervisor relays every byte between the client
+    /// and the server (the ptrace backends' only way). Transcripts are
+    /// verified the same way either way.
+    #[arg(long, value_enum, value_name = "WHO")]
+    pub recorder: Option<crate::Recorder>,
 }
 
 /// Options shared by batch signing and verifying.
@@ -336,6 +344,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                     time,
                     seed,
                     backend: a.backend,
+                    recorder: a.recorder,
                     progress: a.batch.progress,
                 });
             }
@@ -350,6 +359,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 seed,
                 timeout,
                 backend: a.backend,
+                recorder: a.recorder,
                 url,
                 output,
                 ca_files: a.ca_files,

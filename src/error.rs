@@ -23,6 +23,17 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
+/// Whether a network error is worth trying again later: the network, not
+/// the server's answer, failed (a reset, a timeout). A refused connection is
+/// not: as in curl's --retry, nothing listens there.
+pub(crate) fn transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut
+    )
+}
+
 /// Everything that can go wrong, sorted by blame: each kind has its exit
 /// code ([`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,7 @@
 //!     seed: None,
 //!     timeout: Duration::from_secs(30),
 //!     backend: tlsign_seccomp::Backend::Seccomp,
+//!     recorder: None, // the backend's default
 //! })?;
 //! println!("{} body bytes", signed.transcript.response.body.len());
 //!
@@ -78,3 +79,4 @@ pub(crate) mod world;
 
 pub use error::{exit, Error};
 pub use intercept::{Backend, Stats};
+pub use session::Recorder;

@@ -20,20 +20,21 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
-use crate::client::{self, ClientOutcome};
-use crate::intercept::{self, target, Backend, ClientEnd, Stats};
+use crate::client::{self, ClientOutcome, ClientOutput};
+use crate::intercept::{self, target, Backend, ClientEnd, ServerSockets, Stats};
 use crate::relay::{
     self,
     record::{Recorded, Upstream},
     replay::Divergence,
 };
-use crate::transcript::Connection;
+use crate::transcript::{Connection, Event};
 use crate::world::{Destination, Scope, World, WorldConfig};
 use crate::Error;
 
-/// The most the client may print as its outcome: the largest body plus
-/// headers and framing.
-const MAX_OUTCOME: usize = 300 << 20;
+/// The most the client may print: the largest body, plus its record of
+/// the wire (the body again, encrypted, and the handshakes), headers and
+/// framing. A transcript decodes to at most 512 MiB in all.
+const MAX_OUTCOME: usize = 640 << 20;
 
 /// Where redirected server connections go.
 pub enum Ends {
@@ -41,9 +42,46 @@ pub enum Ends {
     /// (host, port), as curl's --resolve does.
     Record {
         resolve: Arc<HashMap<(String, u16), IpAddr>>,
+        by: Recorder,
     },
     /// To the recorded connections, in order.
     Replay { connections: Arc<Vec<Connection>> },
+}
+
+/// Who records a server connection's bytes when signing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Recorder {
+    /// The supervisor connects to the server and installs that socket in
+    /// the client, which reports what it wrote and read (seccomp only:
+    /// ADDFD). No supervisor thread is on the data path.
+    Client,
+    /// The supervisor relays between the client and the server and keeps
+    /// every byte (every backend).
+    Relay,
+}
+
+impl Recorder {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recorder::Client => "client",
+            Recorder::Relay => "relay",
+        }
+    }
+
+    /// The recorder asked for, or the backend's default: the client where
+    /// the backend can hand it a socket (seccomp), the relay elsewhere.
+    pub fn for_backend(backend: Backend, asked: Option<Recorder>) -> Result<Recorder, Error> {
+        match (backend, asked) {
+            (Backend::Seccomp, None) => Ok(Recorder::Client),
+            (_, None) => Ok(Recorder::Relay),
+            (Backend::Seccomp, Some(r)) | (_, Some(r @ Recorder::Relay)) => Ok(r),
+            (b, Some(Recorder::Client)) => Err(Error::Usage(format!(
+                "--recorder client needs the seccomp backend (it installs a socket in the client); {} can only relay",
+                b.name()
+            ))),
+        }
+    }
 }
 
 pub struct Spec {
@@ -169,9 +207,16 @@ pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, E
     let sink: Box<intercept::ConnectionSink> = Box::new(move |to, s| {
         let _ = tx.send((to, s));
     });
+    let servers = match ends {
+        Ends::Record {
+            by: Recorder::Client,
+            ..
+        } => ServerSockets::HandedOver,
+        _ => ServerSockets::Relayed,
+    };
     let running = if backend == Backend::Seccomp {
         // Served from this task's runtime: see `intercept::start_here`.
-        intercept::start_here(&cmd, Scope::Networked, world2, sink)
+        intercept::start_here(&cmd, Scope::Networked, world2, sink, servers)
     } else {
         // ptrace needs a thread of its own, and starting waits for fork and
         // exec: not on a runtime thread.
@@ -193,6 +238,8 @@ pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, E
     let ends = Arc::new(ends);
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let mut tasks: Vec<(usize, tokio::task::JoinHandle<ConnectionResult>)> = Vec::new();
+    // Connections handed to the client: it reports their bytes.
+    let mut handed = Vec::new();
     let mut stop: Option<Stop> = None;
     loop {
         tokio::select! {
@@ -210,6 +257,9 @@ pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, E
                     }
                 }
                 Some((Destination::Server { index, host, port }, s)) => {
+                    if matches!(s, ClientEnd::Pending(_)) {
+                        handed.push(index);
+                    }
                     let ends = Arc::clone(&ends);
                     tasks.push((index, tokio::spawn(serve_connection(ends, index, host, port, s))));
                 }
@@ -264,12 +314,19 @@ pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, E
     };
     let stats = finished.stats;
     results.sort_by_key(|(i, _)| *i);
-    let connections = results.into_iter().map(|(_, r)| r).collect();
-    let outcome = match stop {
+    let output = match stop {
         Some(Stop::Interrupted) => return Err(Error::Interrupted),
         Some(Stop::TimedOut) => Err(format!("timed out after {} s", spec.timeout.as_secs())),
         None => read_outcome(stdout, stderr, &status).await,
     };
+    let (outcome, wire) = match output {
+        Ok(o) => (Ok(o.outcome), o.wire),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    if !handed.is_empty() {
+        take_client_records(&mut results, &handed, wire);
+    }
+    let connections = results.into_iter().map(|(_, r)| r).collect();
     Ok(Report {
         outcome,
         connections,
@@ -308,17 +365,54 @@ fn client_command(spec: &Spec) -> Result<target::Program, Error> {
     })
 }
 
+/// Fills the connections handed to the client (`handed`, by index) with
+/// the events it reported (`wire`, in the order it connected). The client
+/// reports exactly the connects that succeeded, and only a handed-over
+/// connection that was answered with a socket succeeded, so the two lists
+/// pair up in order. If they do not, the connections say so and no
+/// transcript is made of them.
+fn take_client_records(
+    results: &mut [(usize, ConnectionResult)],
+    handed: &[usize],
+    wire: Vec<Vec<Event>>,
+) {
+    let connected: Vec<&mut Recorded> = results
+        .iter_mut()
+        .filter(|(i, _)| handed.contains(i))
+        .filter_map(|(_, r)| match r {
+            ConnectionResult::Recorded(r) if r.error.is_none() => Some(r),
+            _ => None,
+        })
+        .collect();
+    if connected.len() != wire.len() {
+        let why = format!(
+            "the client reported {} connection(s), but {} were handed to it",
+            wire.len(),
+            connected.len()
+        );
+        for (i, r) in results.iter_mut() {
+            if handed.contains(i) {
+                *r = ConnectionResult::Unexpected(why.clone());
+            }
+        }
+        return;
+    }
+    for (r, events) in connected.into_iter().zip(wire) {
+        r.connection.events = events;
+    }
+}
+
 /// The outcome the client printed, or why there is none.
 async fn read_outcome(
     stdout: Option<Collected>,
     stderr: Option<Collected>,
     status: &std::process::ExitStatus,
-) -> Result<ClientOutcome, String> {
+) -> Result<ClientOutput, String> {
     let out = match stdout {
         Some(c) => c.take().await,
         None => Vec::new(),
     };
-    if let Ok(o) = client::decode_outcome(&out) {
+    if let Ok(o) = client::decode_output(&out) {
         return Ok(o);
     }
     let err = match stderr {
@@ -378,25 +472,41 @@ async fn serve_connection(
     port: u16,
     s: ClientEnd,
 ) -> ConnectionResult {
+    if let ClientEnd::Pending(pending) = s {
+        // Only a signer asks for connects to be handed over.
+        let Ends::Record { resolve, .. } = &*ends else {
+            return ConnectionResult::Unexpected(format!(
+                "connection {index}: handed over while replaying"
+            ));
+        };
+        let addrs = match upstream_addrs(resolve, &host, port).await {
+            Ok(a) => a,
+            Err(error) => {
+                let _ = pending.fail(libc::EHOSTUNREACH);
+                let connection = relay::record::unrecorded(host, port);
+                return ConnectionResult::Recorded(Recorded {
+                    connection,
+                    error: Some(error),
+                });
+            }
+        };
+        return ConnectionResult::Recorded(
+            relay::record::hand_over(pending, host, port, addrs).await,
+        );
+    }
     let s = match relay::into_async(s) {
         Ok(s) => s,
         Err(e) => return ConnectionResult::Unexpected(format!("connection {index}: {e}")),
     };
     match &*ends {
-        Ends::Record { resolve } => {
-            let addrs = match resolve.get(&(host.to_ascii_lowercase(), port)) {
-                Some(ip) => vec![SocketAddr::new(*ip, port)],
-                None => match host.parse::<IpAddr>() {
-                    Ok(ip) => vec![SocketAddr::new(ip, port)],
-                    Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-                        Ok(a) => a.collect(),
-                        Err(e) => {
-                            drop(s);
-                            let conn = Connection { host: host.clone(), port, signed_addr: String::new(), events: vec![] };
-                            return ConnectionResult::Recorded(Recorded { connection: conn, error: Some(Upstream::new(format!("cannot resolve {host}: {e}"), false)) });
-                        }
-                    },
-                },
+        Ends::Record { resolve, .. } => {
+            let addrs = match upstream_addrs(resolve, &host, port).await {
+                Ok(a) => a,
+                Err(error) => {
+                    drop(s);
+                    let connection = relay::record::unrecorded(host, port);
+                    return ConnectionResult::Recorded(Recorded { connection, error: Some(error) });
+                }
             };
             ConnectionResult::Recorded(relay::record::record(s, host, port, addrs).await)
         }
@@ -411,6 +521,25 @@ async fn serve_connection(
             )),
             Some(c) => ConnectionResult::Replayed(relay::replay::replay(s, index, c).await),
         },
+    }
+}
+
+/// Where the signer connects for `host:port`: a `--resolve` entry, the
+/// address itself, or the system's resolver.
+async fn upstream_addrs(
+    resolve: &HashMap<(String, u16), IpAddr>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Upstream> {
+    if let Some(ip) = resolve.get(&(host.to_ascii_lowercase(), port)) {
+        return Ok(vec![SocketAddr::new(*ip, port)]);
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(a) => Ok(a.collect()),
+        Err(e) => Err(Upstream::new(format!("cannot resolve {host}: {e}"), false)),
     }
 }
 

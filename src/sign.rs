@@ -31,6 +31,9 @@ pub struct SignOptions {
     pub timeout: Duration,
     /// How the client's syscalls are intercepted.
     pub backend: crate::Backend,
+    /// Who records the bytes; `None` for the backend's default
+    /// ([`session::Recorder::for_backend`]).
+    pub recorder: Option<session::Recorder>,
 }
 
 /// A finished sign.
@@ -100,6 +103,7 @@ pub fn sign(opts: SignOptions) -> Result<Signed, Error> {
         seed: opts.seed,
         timeout: opts.timeout,
         backend: opts.backend,
+        recorder: session::Recorder::for_backend(opts.backend, opts.recorder)?,
         on_exit: None,
     };
     let signed =
@@ -124,6 +128,7 @@ pub(crate) struct Fetch {
     pub seed: Option<[u8; 32]>,
     pub timeout: Duration,
     pub backend: crate::Backend,
+    pub recorder: session::Recorder,
     /// See [`session::Spec::on_exit`].
     pub on_exit: Option<session::OnExit>,
 }
@@ -178,6 +183,7 @@ pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed,
         spec,
         Ends::Record {
             resolve: job.resolve,
+            by: job.recorder,
         },
         cancel,
     )
@@ -213,7 +219,9 @@ pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed,
             }
             return Err(match f.kind {
                 FailureKind::BadUrl => Error::Usage(f.message).into(),
-                _ => failed(f.message, false),
+                // On a socket handed over, the client saw the network's
+                // errors itself.
+                _ => failed(f.message, f.transient),
             });
         }
         Err(why) => {

@@ -263,6 +263,23 @@ fn bad_options() {
             vec!["sign", url, "-o", out, "--seed", "xyz"],
         ),
         (
+            "client recorder under ptrace",
+            vec![
+                "sign",
+                url,
+                "-o",
+                out,
+                "--backend",
+                "ptrace",
+                "--recorder",
+                "client",
+            ],
+        ),
+        (
+            "unknown recorder",
+            vec!["sign", url, "-o", out, "--recorder", "proxy"],
+        ),
+        (
             "seed too short",
             vec!["sign", url, "-o", out, "--seed", &SEED_A[..62]],
         ),

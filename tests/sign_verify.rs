@@ -406,6 +406,55 @@ fn fixed_seed_and_time_are_recorded_and_reproduce_the_client_hello() {
     }
 }
 
+/// The client recorder (seccomp's default: the client gets a socket to the
+/// server and reports its bytes) and the relay see the same client. With
+/// one seed and time the client's first flight, recorded by each, is the
+/// same; both transcripts verify; and the client's record holds the whole
+/// exchange, from the ClientHello to its own close.
+#[test]
+fn client_and_relay_recorders_record_the_same_client() {
+    use tlsign_seccomp::transcript::Event;
+    let (dir, pki) = setup();
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let mut ts = Vec::new();
+    for recorder in ["client", "relay"] {
+        let f = dir.path().join(format!("{recorder}.tlsign"));
+        sign(&nginx, &pki, "/", &f)
+            .args([
+                "--seed",
+                SEED_A,
+                "--time",
+                TIME_2024,
+                "--recorder",
+                recorder,
+            ])
+            .run()
+            .assert_code(0);
+        assert_bytes_eq("verified body", &verify_ok(&f, &pki), &nginx.site().index);
+        ts.push(read_transcript(&f));
+    }
+    let (client, relay) = (&ts[0].connections[0], &ts[1].connections[0]);
+    let hello = first_client_flight(client);
+    assert!(
+        hello.len() > 100 && hello[0] == 0x16,
+        "no ClientHello recorded"
+    );
+    assert_bytes_eq(
+        "ClientHello, client recorder vs relay",
+        &hello,
+        &first_client_flight(relay),
+    );
+    assert_eq!(client.signed_addr, relay.signed_addr);
+    assert_eq!(client.events.last(), Some(&Event::ClientEof));
+    // The same response, so about the same number of server bytes (the
+    // server's key share and signature differ in length by a few bytes).
+    let (a, b) = (server_bytes(client).len(), server_bytes(relay).len());
+    assert!(
+        a.abs_diff(b) < 64,
+        "client recorder {a} server bytes, relay {b}"
+    );
+}
+
 #[test]
 fn expired_cert_fails_signing() {
     let (dir, pki) = setup();

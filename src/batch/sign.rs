@@ -72,6 +72,8 @@ pub struct SignBatchOptions {
     pub seed: Option<[u8; 32]>,
     /// How the clients' syscalls are intercepted.
     pub backend: Backend,
+    /// Who records the bytes; `None` for the backend's default.
+    pub recorder: Option<session::Recorder>,
     /// How progress is shown.
     pub progress: progress::Mode,
 }
@@ -138,6 +140,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     super::check_jobs(opts.jobs)?;
     super::open_files_for(opts.jobs)?;
     let ca_files = session::check_ca_files(&opts.ca_files)?;
+    let recorder = session::Recorder::for_backend(opts.backend, opts.recorder)?;
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Usage(format!("--out-dir {}: {e}", dir.display())))?;
@@ -185,6 +188,7 @@ pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
                 seed: opts.seed,
                 timeout: opts.timeout,
                 backend: opts.backend,
+                recorder,
             },
         });
         let interrupted = dispatch(&ctx, input, opts.shard, opts.jobs).await;
@@ -213,6 +217,7 @@ struct Template {
     seed: Option<[u8; 32]>,
     timeout: Duration,
     backend: Backend,
+    recorder: session::Recorder,
 }
 
 /// The state of one batch, shared by its tasks.
@@ -362,6 +367,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
             seed: t.seed,
             timeout: t.timeout,
             backend: t.backend,
+            recorder: t.recorder,
             // Called on the pool thread once the client is gone: the next
             // client may start, on this thread's CPU, while this thread
             // reads the output and builds and writes the transcript. The

@@ -18,7 +18,7 @@
 //!
 //! The supervisor re-executes its own binary as
 //! `tlsign-seccomp __client URL [--ca-file PATH]...`; `main` hands those
-//! arguments to [`child_main`], which prints the outcome ([`encode_outcome`])
+//! arguments to [`child_main`], which prints the outcome and its record of the wire ([`encode_output`])
 //! to stdout.
 //!
 //! **Any change that could change what the client sends, or what it accepts,
@@ -29,6 +29,7 @@
 mod http;
 mod records;
 mod tls;
+mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,7 @@ use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
-use crate::transcript::{ClientId, Response};
+use crate::transcript::{ClientId, Event, Response};
 
 /// The client's name in transcripts.
 pub const CLIENT_NAME: &str = "tlsign-seccomp-client";
@@ -85,6 +86,19 @@ pub const EXIT_OUTPUT: i32 = 3;
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 10;
 
+/// What the client process prints: its outcome, and its own record of
+/// every connection it opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientOutput {
+    /// The response, or why there is none.
+    pub outcome: ClientOutcome,
+    /// Per connection, in the order they were opened: what the client wrote
+    /// and read on it, one event per call (see `wire`). A signer whose
+    /// server connections were handed to the client takes its events from
+    /// here; under a relay they are ignored.
+    pub wire: Vec<Vec<Event>>,
+}
+
 /// What the client produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClientOutcome {
@@ -101,6 +115,9 @@ pub struct ClientFailure {
     pub kind: FailureKind,
     /// One line for people, naming the host or value at fault.
     pub message: String,
+    /// The network failed in a way a later attempt may not
+    /// (`error::transient_io`): a batch may retry.
+    pub transient: bool,
 }
 
 impl ClientFailure {
@@ -108,7 +125,13 @@ impl ClientFailure {
         ClientFailure {
             kind,
             message: message.into(),
+            transient: false,
         }
+    }
+
+    fn transient_if(mut self, transient: bool) -> Self {
+        self.transient = transient;
+        self
     }
 }
 
@@ -155,13 +178,23 @@ pub struct ClientArgs {
 
 /// The whole job: fetch `args.url`, following redirects. Prints nothing.
 pub fn fetch(args: &ClientArgs) -> ClientOutcome {
-    match run(args) {
+    fetch_recorded(args).outcome
+}
+
+/// [`fetch`], with the client's record of its connections.
+pub fn fetch_recorded(args: &ClientArgs) -> ClientOutput {
+    let mut wire = wire::Wire::default();
+    let outcome = match run(args, &mut wire) {
         Ok(response) => ClientOutcome::Fetched(response),
         Err(failure) => ClientOutcome::Failed(failure),
+    };
+    ClientOutput {
+        outcome,
+        wire: wire.into_events(),
     }
 }
 
-fn run(args: &ClientArgs) -> Result<Response, ClientFailure> {
+fn run(args: &ClientArgs, wire: &mut wire::Wire) -> Result<Response, ClientFailure> {
     let mut url = Url::parse(&args.url).map_err(|e| {
         ClientFailure::new(
             FailureKind::BadUrl,
@@ -173,7 +206,7 @@ fn run(args: &ClientArgs) -> Result<Response, ClientFailure> {
     let limits = http::Limits::DEFAULT;
     let mut redirects = Vec::new();
     loop {
-        let (head, body) = exchange(&config, &url, &limits)?;
+        let (head, body) = exchange(&config, &url, &limits, wire)?;
         let Some(next) = redirect_target(&url, &head)? else {
             let body =
                 http::decode_content(&head, body, &limits).map_err(|e| http_failure(&url, e))?;
@@ -275,6 +308,7 @@ fn exchange(
     config: &Arc<rustls::ClientConfig>,
     url: &Url,
     limits: &http::Limits,
+    wire: &mut wire::Wire,
 ) -> Result<(http::Head, Vec<u8>), ClientFailure> {
     let host = url.host().expect("check_url: https URLs have a host");
     let port = url
@@ -291,7 +325,7 @@ fn exchange(
         Host::Ipv4(a) => ServerName::from(std::net::IpAddr::from(a)),
         Host::Ipv6(a) => ServerName::from(std::net::IpAddr::from(a)),
     };
-    let sock = connect(&host, port)?;
+    let sock = wire.record(connect(&host, port)?);
     let peer = format!("{host_str}:{port}");
     let mut tls = tls::handshake(config, server_name, sock, &peer)?;
 
@@ -331,8 +365,8 @@ fn http_failure(url: &Url, e: http::Error) -> ClientFailure {
 
 /// Resolves (getaddrinfo, unless the host is an address) and connects to
 /// each address in order, as `TcpStream::connect((host, port))` does, but
-/// telling a failed lookup from a failed connect. No socket options are set:
-/// the supervisor replaces the socket with its own.
+/// telling a failed lookup from a failed connect. No socket options are set
+/// before the connect: the supervisor replaces the socket with its own.
 fn connect(host: &Host<&str>, port: u16) -> Result<TcpStream, ClientFailure> {
     let addrs: Vec<SocketAddr> = match *host {
         Host::Domain(name) => (name, port)
@@ -348,10 +382,10 @@ fn connect(host: &Host<&str>, port: u16) -> Result<TcpStream, ClientFailure> {
     for addr in &addrs {
         match TcpStream::connect(addr) {
             Ok(sock) => {
-                // On a real TCP socket (the client run bare), Nagle would hold
-                // the request behind the Finished until the server's delayed
-                // ACK: ~40 ms. Under the supervisor the socket is an AF_UNIX
-                // one and this fails, the same way on sign and verify, and
+                // On a real TCP socket (the client run bare, or a signer's
+                // socket handed over already connected), Nagle would hold the
+                // request behind the Finished until the server's delayed
+                // ACK: ~40 ms. On a relay's AF_UNIX socket this fails. It
                 // changes no byte either way: the error is ignored.
                 let _ = sock.set_nodelay(true);
                 return Ok(sock);
@@ -369,6 +403,7 @@ fn connect(host: &Host<&str>, port: u16) -> Result<TcpStream, ClientFailure> {
                 format!("cannot connect to {target} (last tried {tried}): {e}")
             };
             ClientFailure::new(FailureKind::Connect, message)
+                .transient_if(crate::error::transient_io(&e))
         }
         None => ClientFailure::new(
             FailureKind::Resolve,
@@ -378,7 +413,7 @@ fn connect(host: &Host<&str>, port: u16) -> Result<TcpStream, ClientFailure> {
 }
 
 /// The client process: `args` is argv after [`CHILD_ARG`]: the URL, then
-/// zero or more `--ca-file PATH`. Writes [`encode_outcome`] of the outcome to
+/// zero or more `--ca-file PATH`. Writes [`encode_output`] of the output to
 /// stdout and returns [`EXIT_FETCHED`] or [`EXIT_FAILED`]; [`EXIT_USAGE`] on
 /// bad arguments (a message goes to stderr), [`EXIT_OUTPUT`] if stdout
 /// fails.
@@ -398,15 +433,15 @@ fn child_main_to(args: Vec<OsString>, out: &mut dyn Write) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let outcome = fetch(&args);
+    let output = fetch_recorded(&args);
     if let Err(e) = out
-        .write_all(&encode_outcome(&outcome))
+        .write_all(&encode_output(&output))
         .and_then(|()| out.flush())
     {
         eprintln!("tlsign-seccomp {CHILD_ARG}: cannot write the outcome: {e}");
         return EXIT_OUTPUT;
     }
-    match outcome {
+    match output.outcome {
         ClientOutcome::Fetched(_) => EXIT_FETCHED,
         ClientOutcome::Failed(_) => EXIT_FAILED,
     }
@@ -430,13 +465,13 @@ fn parse_child_args(args: Vec<OsString>) -> Result<ClientArgs, String> {
     Ok(ClientArgs { url, ca_files })
 }
 
-/// The outcome as the child writes it (postcard).
-pub fn encode_outcome(o: &ClientOutcome) -> Vec<u8> {
+/// The output as the child writes it (postcard).
+pub fn encode_output(o: &ClientOutput) -> Vec<u8> {
     postcard::to_allocvec(o).expect("postcard serializes plain data")
 }
 
-/// Reads what [`encode_outcome`] wrote; trailing bytes are an error.
-pub fn decode_outcome(b: &[u8]) -> Result<ClientOutcome, String> {
+/// Reads what [`encode_output`] wrote; trailing bytes are an error.
+pub fn decode_output(b: &[u8]) -> Result<ClientOutput, String> {
     let (outcome, rest) =
         postcard::take_from_bytes(b).map_err(|e| format!("client outcome does not decode: {e}"))?;
     if !rest.is_empty() {

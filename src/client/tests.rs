@@ -389,17 +389,60 @@ fn child_main_writes_a_decodable_outcome() {
         &mut out,
     );
     assert_eq!(code, EXIT_FETCHED);
-    let ClientOutcome::Fetched(r) = decode_outcome(&out).unwrap() else {
+    let output = decode_output(&out).unwrap();
+    let ClientOutcome::Fetched(r) = output.outcome else {
         panic!("not fetched")
     };
     assert_eq!(r.body, b"<p>child</p>");
+    // One connection, recorded from its ClientHello to its close: the
+    // server's bytes (read up to its close_notify, which ends the reading
+    // before any TCP end), then our close_notify alert, then the close.
+    let [events] = &output.wire[..] else {
+        panic!("{} connections recorded", output.wire.len())
+    };
+    let n = events.len();
+    assert!(n >= 4, "{events:?}");
+    assert!(
+        matches!(&events[0], Event::Client(b) if b[0] == 0x16),
+        "starts with a handshake record"
+    );
+    assert!(
+        matches!(&events[1], Event::Server(b) if b[0] == 0x16),
+        "the ServerHello answers it"
+    );
+    assert!(
+        matches!(&events[n - 2], Event::Client(b) if b[0] == 0x17),
+        "our close_notify, encrypted"
+    );
+    assert_eq!(events[n - 1], Event::ClientEof);
+    assert_eq!(events.iter().filter(|e| **e == Event::ClientEof).count(), 1);
+    // The request went out after the handshake and before the response.
+    let sent: usize = events
+        .iter()
+        .map(|e| match e {
+            Event::Client(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    let got: usize = events
+        .iter()
+        .map(|e| match e {
+            Event::Server(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        sent > 300 && got > "<p>child</p>".len() + 1000,
+        "sent {sent}, got {got}"
+    );
 
     let mut out = Vec::new();
     assert_eq!(child_main_to(argv(&[url.as_ref()]), &mut out), EXIT_FAILED);
-    let ClientOutcome::Failed(f) = decode_outcome(&out).unwrap() else {
+    let ClientOutcome::Failed(f) = decode_output(&out).unwrap().outcome else {
         panic!("not failed")
     };
     assert_eq!(f.kind, FailureKind::CertificateNotTrusted);
+    assert!(!f.transient);
 
     // Bad argv writes nothing.
     for bad in [
@@ -412,13 +455,13 @@ fn child_main_writes_a_decodable_outcome() {
         assert!(out.is_empty());
     }
     // Trailing bytes are refused.
-    let mut bytes = encode_outcome(&ClientOutcome::Failed(ClientFailure::new(
-        FailureKind::Io,
-        "x",
-    )));
-    assert!(decode_outcome(&bytes).is_ok());
+    let mut bytes = encode_output(&ClientOutput {
+        outcome: ClientOutcome::Failed(ClientFailure::new(FailureKind::Io, "x")),
+        wire: vec![vec![Event::ClientEof]],
+    });
+    assert!(decode_output(&bytes).is_ok());
     bytes.push(0);
-    assert!(decode_outcome(&bytes).is_err());
+    assert!(decode_output(&bytes).is_err());
 }
 
 #[test]

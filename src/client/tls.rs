@@ -13,10 +13,11 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::records::RecordChecked;
+use super::wire::Logged;
 use super::{ClientFailure, FailureKind};
 
-/// A TLS connection over the TCP socket it owns.
-pub type TlsStream = StreamOwned<ClientConnection, RecordChecked<TcpStream>>;
+/// A TLS connection over the TCP socket it owns, its raw bytes recorded.
+pub type TlsStream = StreamOwned<ClientConnection, RecordChecked<Logged<TcpStream>>>;
 
 /// The one configuration every connection of a fetch uses.
 ///
@@ -133,7 +134,7 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ClientFailu
 pub fn handshake(
     config: &Arc<ClientConfig>,
     server_name: ServerName<'static>,
-    sock: TcpStream,
+    sock: Logged<TcpStream>,
     peer: &str,
 ) -> Result<TlsStream, ClientFailure> {
     let conn = ClientConnection::new(Arc::clone(config), server_name).map_err(|e| {
@@ -174,7 +175,8 @@ pub fn io_failure(e: io::Error, doing: &str) -> ClientFailure {
             format!("certificate not trusted: {cert}"),
         ),
         Some(other) => ClientFailure::new(FailureKind::Tls, format!("{doing}: {other}")),
-        None => ClientFailure::new(FailureKind::Io, format!("{doing}: {e}")),
+        None => ClientFailure::new(FailureKind::Io, format!("{doing}: {e}"))
+            .transient_if(crate::error::transient_io(&e)),
     }
 }
 

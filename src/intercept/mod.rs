@@ -143,6 +143,24 @@ pub enum ClientEnd {
     /// A loopback connection the target's own socket was pointed at
     /// (ptrace backends: they cannot install an fd in the target).
     Tcp(std::net::TcpStream),
+    /// The target's connect itself, still waiting: the caller connects to
+    /// the server and installs that socket in the target (seccomp backend,
+    /// [`ServerSockets::HandedOver`]).
+    Pending(seccomp::PendingConnect),
+}
+
+/// What the seccomp backend puts in place of a socket the world sends to a
+/// server (`Destination::Server`). The nameserver always gets a socket
+/// pair, and the ptrace backends always relay: a tracer cannot install an
+/// fd in its tracee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerSockets {
+    /// One end of a socket pair; the sink gets the other, to relay.
+    Relayed,
+    /// The sink gets the waiting connect ([`ClientEnd::Pending`]) and
+    /// answers it with a socket of its own, connected to the server: the
+    /// client's bytes then pass through no supervisor thread.
+    HandedOver,
 }
 
 /// Called with each connection the world redirected and where it leads.
@@ -262,8 +280,9 @@ pub fn start_here(
     scope: Scope,
     world: Arc<Mutex<World>>,
     sink: Box<ConnectionSink>,
+    servers: ServerSockets,
 ) -> Result<Running, target::SpawnError> {
-    let (child, listening) = seccomp::launch(program, scope)?;
+    let (child, listening) = seccomp::launch(program, scope, servers)?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let _ = done_tx.send(listening.serve_here(&world, sink).await);

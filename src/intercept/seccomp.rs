@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
@@ -24,8 +24,8 @@ use super::served::{memfd_with, random_device};
 use super::target::{self, Listener};
 use super::vdso::VdsoPatch;
 use super::{
-    filter, learned, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished, Started,
-    StartedTx, Stats, SuperviseError,
+    filter, learned, mem, or_report, setup, Backend, ClientEnd, ConnectionSink, Finished,
+    ServerSockets, Started, StartedTx, Stats, SuperviseError,
 };
 use crate::sys::{self, AddFd, SeccompNotif};
 use crate::world::{Answer, Caller, Scope, World};
@@ -65,7 +65,8 @@ pub fn supervise(
     mut sink: Box<ConnectionSink>,
     started: StartedTx,
 ) -> Result<Finished, SuperviseError> {
-    let Some((child, listening)) = or_report(&started, launch(program, scope)) else {
+    let launched = launch(program, scope, ServerSockets::Relayed);
+    let Some((child, listening)) = or_report(&started, launched) else {
         return Err(SuperviseError::NotStarted);
     };
     let _ = started.send(Ok(Started {
@@ -82,12 +83,14 @@ pub struct Listening {
     pid: i32,
     listener: Listener,
     vdso: Option<&'static VdsoPatch>,
+    servers: ServerSockets,
 }
 
 /// Starts `program` under the notification filter.
 pub fn launch(
     program: &target::Program,
     scope: Scope,
+    servers: ServerSockets,
 ) -> Result<(target::Spawned, Listening), target::SpawnError> {
     let prog = setup(filter::program(scope, filter::Catch::Notify))?;
     let prog = filter::exempting(prog, &learned::exemptions());
@@ -97,6 +100,7 @@ pub fn launch(
         pid: child.pid,
         listener,
         vdso,
+        servers,
     };
     Ok((child, listening))
 }
@@ -111,6 +115,7 @@ impl Listening {
     ) -> Result<Stats, SuperviseError> {
         let mut stats = stats_of(&self.listener);
         let mut s = Supervisor::new(self.listener.fd.as_fd(), world, self.vdso, self.pid, sink);
+        s.servers = self.servers;
         match Wait::from_env() {
             Wait::Async => s.run_async(&mut stats),
             // Before Linux 6.6 (no sync wake-up) RECV slept on a semaphore
@@ -133,11 +138,13 @@ impl Listening {
             pid,
             listener,
             vdso,
+            servers,
         } = self;
         let mut stats = stats_of(&listener);
         let served = match sys::async_fd(listener.fd) {
             Ok(fd) => {
                 let mut s = Supervisor::new(fd.get_ref().as_fd(), world, vdso, pid, &mut *sink);
+                s.servers = servers;
                 s.serve_async(&fd, &mut stats).await.map(|()| stats)
             }
             Err(e) => Err(SuperviseError::Listener(e)),
@@ -181,6 +188,7 @@ struct Supervisor<'a> {
     vdso: Option<&'a VdsoPatch>,
     tgids: HashMap<i32, i32>,
     sink: &'a mut ConnectionSink,
+    servers: ServerSockets,
 }
 
 /// What the listener has for us.
@@ -207,6 +215,7 @@ impl<'a> Supervisor<'a> {
             // The first process leads its thread group: no /proc lookup.
             tgids: HashMap::from([(root, root)]),
             sink,
+            servers: ServerSockets::Relayed,
         }
     }
 
@@ -452,6 +461,22 @@ impl<'a> Supervisor<'a> {
                 let fd = n.data.args[0] as i32;
                 let tgid = self.tgid(tid)?;
                 let flags = procfs::fd_flags(tgid, fd)?;
+                if self.servers == ServerSockets::HandedOver
+                    && matches!(to, crate::world::Destination::Server { .. })
+                {
+                    // Answered later, by whoever connects to the server. The
+                    // world counts the connection now: its index is fixed by
+                    // the order of the connects, whichever finishes first.
+                    let pending = PendingConnect {
+                        listener: self.fd.try_clone_to_owned()?,
+                        id: n.id,
+                        fd,
+                        flags,
+                        answered: false,
+                    };
+                    (self.sink)(to, ClientEnd::Pending(pending));
+                    return Ok(true);
+                }
                 let (ours, theirs) = UnixStream::pair()?;
                 if flags & libc::O_NONBLOCK != 0 {
                     theirs.set_nonblocking(true)?;
@@ -469,6 +494,65 @@ impl<'a> Supervisor<'a> {
                 (self.sink)(to, ClientEnd::Unix(ours));
                 Ok(true)
             }
+        }
+    }
+}
+
+/// A target's connect to a server, waiting for its answer
+/// ([`ServerSockets::HandedOver`]). Whoever holds it connects to the server
+/// and [`complete`](PendingConnect::complete)s it with that socket, or
+/// [`fail`](PendingConnect::fail)s it. Dropped unanswered, or when
+/// answering goes wrong halfway, it fails the connect with ECONNABORTED:
+/// no target waits forever on a connect nobody will answer.
+pub struct PendingConnect {
+    /// Our own copy of the listener: the answer comes after the service
+    /// loop has moved on, from another task.
+    listener: OwnedFd,
+    id: u64,
+    /// The connecting socket's number in the target, and its file flags.
+    fd: RawFd,
+    flags: i32,
+    answered: bool,
+}
+
+impl PendingConnect {
+    /// Installs `sock` in place of the target's socket, with the target
+    /// socket's close-on-exec and non-blocking flags, and lets the connect
+    /// return 0. `Ok(false)`: the target is gone (killed, timed out).
+    pub fn complete(mut self, sock: std::net::TcpStream) -> io::Result<bool> {
+        sock.set_nonblocking(self.flags & libc::O_NONBLOCK != 0)?;
+        let cloexec = self.flags & libc::O_CLOEXEC != 0;
+        let listener = self.listener.as_fd();
+        if sys::notif_addfd(
+            listener,
+            self.id,
+            sock.as_fd(),
+            AddFd::Replace(self.fd),
+            cloexec,
+        )?
+        .is_none()
+        {
+            self.answered = true;
+            return Ok(false);
+        }
+        // The target holds its own reference now; ours goes.
+        drop(sock);
+        self.answered = true;
+        sys::notif_send(listener, self.id, 0, 0, 0)
+    }
+
+    /// Fails the target's connect with `errno`, as a connect to the server
+    /// failed. `Ok(false)`: the target is gone.
+    pub fn fail(mut self, errno: i32) -> io::Result<bool> {
+        self.answered = true;
+        sys::notif_send(self.listener.as_fd(), self.id, 0, -errno, 0)
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = sys::notif_send(self.listener.as_fd(), self.id, 0, -libc::ECONNABORTED, 0);
         }
     }
 }

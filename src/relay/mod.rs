@@ -3,6 +3,11 @@
 //! replayer (verify), which plays the recorded server bytes back and checks
 //! the client's bytes as they arrive. Plus the world's nameserver, which
 //! both share.
+//!
+//! A signer under the seccomp backend can skip the relay: the recorder
+//! connects to the server and hands that socket to the client
+//! (`record::hand_over`), and the built-in client reports the bytes it
+//! exchanged on it (`client::ClientOutput::wire`).
 
 pub mod dns;
 pub mod record;
@@ -29,6 +34,13 @@ pub fn into_async(end: ClientEnd) -> std::io::Result<Client> {
         ClientEnd::Tcp(s) => {
             s.set_nonblocking(true)?;
             Box::new(tokio::net::TcpStream::from_std(s)?)
+        }
+        // Answered with a socket to the server, not relayed: see
+        // `record::hand_over`.
+        ClientEnd::Pending(_) => {
+            return Err(std::io::Error::other(
+                "a connect waiting to be handed a socket cannot be relayed",
+            ))
         }
     })
 }
