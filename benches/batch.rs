@@ -21,6 +21,11 @@
 //!   on disk are removed only at the end (see `Ctx::signed`);
 //! - seccomp-tmpfs: the same into /dev/shm, where nothing is durable and
 //!   syncs cost nothing: the cost of supervision alone.
+//! - seccomp-relay: seccomp with `--recorder relay` (to disk, like seccomp):
+//!   the supervisor relays and records every byte, as the ptrace backends
+//!   must, instead of handing the client a socket to the server. Against
+//!   seccomp, it shows what the relay costs; against ptrace, it compares
+//!   the interception alone.
 //!
 //! `--variants` picks among these and seccomp-nosync (`--no-sync`, on the
 //! same file system as seccomp) and `other` (seccomp with the binary
@@ -88,7 +93,7 @@ usage: cargo bench --bench batch [-- OPTIONS]
   --rounds N             rounds per concurrency
   --jobs C,C,...         concurrencies
   --urls N               URLs per run (default: 25 per job, at least 600)
-  --variants V,V,...     bare, seccomp, ptrace, seccomp-nosync, seccomp-tmpfs, other
+  --variants V,V,...     bare, seccomp, ptrace, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other
   --other BIN            the binary of the `other` variant (compare two builds)
   --tmpfs                seccomp writes to /dev/shm instead of the disk
   --memory-urls N,N,...  list lengths of the memory series (\"\" for none)
@@ -113,10 +118,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VARIANTS: [&str; 3] = ["bare", "seccomp", "ptrace"];
 /// Further variants `--variants` may name: seccomp writing to /dev/shm
-/// whatever `--tmpfs` says (in the full run), seccomp with `--no-sync`, and
-/// `other`: seccomp signing with the binary `--other BIN` names, to compare
-/// two builds in one run.
-const EXTRA_VARIANTS: [&str; 3] = ["seccomp-nosync", "seccomp-tmpfs", "other"];
+/// whatever `--tmpfs` says (in the full run), seccomp relaying (in the full
+/// run), seccomp with `--no-sync`, and `other`: seccomp signing with the
+/// binary `--other BIN` names, to compare two builds in one run.
+const EXTRA_VARIANTS: [&str; 4] = ["seccomp-relay", "seccomp-nosync", "seccomp-tmpfs", "other"];
 
 struct Settings {
     quick: bool,
@@ -214,7 +219,7 @@ fn settings() -> Settings {
         other: value("--other").map(PathBuf::from),
         paired: flag("--paired"),
         variants: value("--variants").map_or(
-            vec!["bare", "seccomp", "seccomp-tmpfs", "ptrace"],
+            vec!["bare", "seccomp", "seccomp-tmpfs", "seccomp-relay", "ptrace"],
             |v| {
                 v.split(',')
                     .map(|name| {
@@ -224,7 +229,7 @@ fn settings() -> Settings {
                             .chain(&EXTRA_VARIANTS)
                             .find(|&&v| v == name)
                             .unwrap_or_else(|| {
-                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-nosync, seccomp-tmpfs, other)")
+                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other)")
                             })
                     })
                     .collect()
@@ -812,11 +817,15 @@ impl Ctx<'_> {
             "bare" => self.bare(c, urls),
             "seccomp-tmpfs" => {
                 let shm = self.shm_root.expect("a /dev/shm directory");
-                let mut s = self.signed(self.bin, "seccomp", c, urls.len(), list, shm, false);
+                let mut s = self.signed(self.bin, "seccomp", c, urls.len(), list, shm, &[]);
                 s.variant = variant;
                 s
             }
-            "seccomp-nosync" => {
+            "seccomp-nosync" | "seccomp-relay" => {
+                let extra: &[&str] = match variant {
+                    "seccomp-nosync" => &["--no-sync"],
+                    _ => &["--recorder", "relay"],
+                };
                 let mut s = self.signed(
                     self.bin,
                     "seccomp",
@@ -824,18 +833,18 @@ impl Ctx<'_> {
                     urls.len(),
                     list,
                     self.out_root,
-                    true,
+                    extra,
                 );
                 s.variant = variant;
                 s
             }
             "other" => {
                 let bin = self.other.expect("--other BIN");
-                let mut s = self.signed(bin, "seccomp", c, urls.len(), list, self.out_root, false);
+                let mut s = self.signed(bin, "seccomp", c, urls.len(), list, self.out_root, &[]);
                 s.variant = variant;
                 s
             }
-            backend => self.signed(self.bin, backend, c, urls.len(), list, self.out_root, false),
+            backend => self.signed(self.bin, backend, c, urls.len(), list, self.out_root, &[]),
         };
         sample.nginx_cpu_ms = self.nginx.cpu_ms() - nginx_before;
         sample
@@ -926,7 +935,8 @@ impl Ctx<'_> {
         urls: usize,
         list: &Path,
         root: &Path,
-        no_sync: bool,
+        // Options after the common ones: --no-sync, --recorder.
+        extra: &[&str],
     ) -> Sample {
         let out = tempfile::Builder::new()
             .prefix("out-")
@@ -942,7 +952,7 @@ impl Ctx<'_> {
             .arg(out.path())
             .args(["-j", &c.to_string(), "--per-host", "0", "--retries", "0"])
             .args(["--progress", "quiet", "--backend", backend])
-            .args(no_sync.then_some("--no-sync"))
+            .args(extra)
             .arg("--ca-file")
             .arg(self.ca)
             .stdin(Stdio::null())
@@ -1259,15 +1269,19 @@ impl Run<'_> {
             .filter(|v| !VARIANTS.contains(v))
             .collect();
         if !others.is_empty() {
-            md.push_str("\n| concurrency | variant | signs/s | / bare | peak RSS MiB |\n|---|---|---|---|---|\n");
+            md.push_str("\n| concurrency | variant | signs/s | / bare | peak RSS MiB | CPU ms per URL (all / supervisor) | / bare by CPU |\n|---|---|---|---|---|---|---|\n");
             for &c in &self.s.concurrency {
                 for v in &others {
+                    let (all, sup, _) = self.cpu_per_url(v, c);
                     let _ = writeln!(
                         md,
-                        "| {c} | {v} | {} | {} | {} |",
+                        "| {c} | {v} | {} | {} | {} | {} / {} | {} |",
                         fmt(self.rate(v, c), 1),
                         fmt(self.ratio(v, c), 2),
-                        fmt(self.peak_mib(v, c), 1)
+                        fmt(self.peak_mib(v, c), 1),
+                        fmt(all, 2),
+                        fmt(sup, 2),
+                        fmt(self.cpu_ratio(v, c), 2)
                     );
                 }
             }
@@ -1358,6 +1372,7 @@ impl Run<'_> {
                     "seccomp" => "sign --input, seccomp".into(),
                     "seccomp-nosync" => "sign --input --no-sync, seccomp".into(),
                     "seccomp-tmpfs" => "sign --input to tmpfs, seccomp".into(),
+                    "seccomp-relay" => "sign --input --recorder relay, seccomp".into(),
                     "other" => "sign --input, seccomp, --other binary".into(),
                     _ => "sign --input, ptrace".into(),
                 },

@@ -1,9 +1,14 @@
 //! One run of the built-in client under the supervisor, with its redirected
 //! connections going to the recorder (sign) or the replayer (verify).
 //!
+//! On sign, the recorder is the client itself where the backend can hand it
+//! a socket to the server ([`Recorder::Client`], seccomp), or a relay: see
+//! `relay::record`. Either way the transcript's connections come out of
+//! [`run`] with their events.
+//!
 //! Threads: under seccomp, a run is served entirely by the task that calls
-//! [`run`]: its runtime waits for the client's syscalls, relays its
-//! connections, and the client's output is read once it ends. On a
+//! [`run`]: its runtime waits for the client's syscalls, connects or relays
+//! its connections, and the client's output is read once it ends. On a
 //! current-thread runtime ([`one_shot`], or each thread of a batch's pool)
 //! one thread then does everything for one client, with no hand-off between
 //! threads. Under ptrace the tracer is a thread of its own (a tracee belongs
