@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cert, HttpsServer, Nginx, Pki};
 use nix::sys::resource::{getrusage, UsageWho};
-use tlsign_seccomp::{sign, verify, Backend};
+use tlsign_seccomp::{sign, verify, Backend, Recorder};
 
 const COMMAND: &str = "cargo bench --bench backends";
 const USAGE: &str = "\
@@ -176,20 +176,36 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
         assert!(o.status.success(), "the bare client failed");
         (wall, cpu_ms(UsageWho::RUSAGE_CHILDREN) - children)
     };
-    let transcript = |b: Backend| out.join(format!("{b}.tlsign"));
-    let sign_once = |b: Backend| {
+    // Every backend with its default recorder, and seccomp also relaying
+    // as the ptrace backends must: that row against ptrace's compares the
+    // interception alone, and against seccomp's what the relay costs.
+    let signers: Vec<(String, Backend, Option<Recorder>)> = Backend::ALL
+        .iter()
+        .flat_map(|&b| {
+            let relayed = (b == Backend::Seccomp)
+                .then(|| (format!("{b} --recorder relay"), b, Some(Recorder::Relay)));
+            std::iter::once((b.to_string(), b, None)).chain(relayed)
+        })
+        .collect();
+    let transcript = |b: Backend, r: Option<Recorder>| {
+        out.join(format!(
+            "{b}-{}.tlsign",
+            r.map_or("default", Recorder::name)
+        ))
+    };
+    let sign_once = |b: Backend, recorder: Option<Recorder>| {
         let own = cpu_ms(UsageWho::RUSAGE_SELF);
         let start = Instant::now();
         let signed = sign::sign(sign::SignOptions {
             url: url.into(),
-            output: transcript(b),
+            output: transcript(b, recorder),
             ca_files: vec![ca.to_path_buf()],
             resolve: vec![],
             time: None,
             seed: None,
             timeout: Duration::from_secs(30),
             backend: b,
-            recorder: None,
+            recorder,
         })
         .unwrap_or_else(|e| panic!("sign --backend {b}: {e}"));
         let wall = ms(start.elapsed());
@@ -202,10 +218,10 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
             signed.stats.by_syscall(),
         )
     };
-    let verify_once = |b: Backend| {
+    let verify_once = |b: Backend, r: Option<Recorder>| {
         let start = Instant::now();
         verify::verify(verify::VerifyOptions {
-            file: transcript(b),
+            file: transcript(b, r),
             ca_files: vec![ca.to_path_buf()],
             timeout: Duration::from_secs(30),
             backend: b,
@@ -215,7 +231,7 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
     };
 
     let mut rows: Vec<report::Variant> = std::iter::once("bare client".to_string())
-        .chain(Backend::ALL.iter().map(|b| b.to_string()))
+        .chain(signers.iter().map(|(name, _, _)| name.clone()))
         .map(|name| report::Variant {
             name,
             sign_ms: vec![],
@@ -228,9 +244,9 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
     // Warm-up: page cache, nginx's workers, the filter and vDSO caches.
     for _ in 0..3 {
         bare(());
-        for b in Backend::ALL {
-            sign_once(b);
-            verify_once(b);
+        for &(_, b, r) in &signers {
+            sign_once(b, r);
+            verify_once(b, r);
         }
     }
     let mut breakdown = String::new();
@@ -239,9 +255,9 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
         let (wall, cpu) = bare(());
         rows[0].sign_ms.push(wall);
         rows[0].client_cpu_ms.push(cpu);
-        for (i, b) in Backend::ALL.into_iter().enumerate() {
-            let (wall, sup, client, n, by_syscall) = sign_once(b);
-            if b == Backend::Seccomp {
+        for (i, &(_, b, r)) in signers.iter().enumerate() {
+            let (wall, sup, client, n, by_syscall) = sign_once(b, r);
+            if b == Backend::Seccomp && r.is_none() {
                 breakdown = by_syscall
                     .iter()
                     .map(|(k, v)| format!("{k} {v}"))
@@ -253,7 +269,7 @@ fn end_to_end(s: &Settings, url: &str, ca: &Path, out: &Path) -> (Vec<report::Va
             r.supervisor_cpu_ms.push(sup);
             r.client_cpu_ms.push(client);
             r.interceptions.push(n);
-            r.verify_ms.push(verify_once(b));
+            r.verify_ms.push(verify_once(b, signers[i].2));
         }
     }
     eprintln!(

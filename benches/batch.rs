@@ -183,7 +183,7 @@ fn settings() -> Settings {
         (1, vec![1, 8], vec![50, 200])
     } else {
         (
-            3,
+            5,
             vec![1, 2, 4, 8, 16, 32, 64],
             vec![1000, 5000, 20000, 60000],
         )
@@ -330,7 +330,15 @@ fn main() {
         for &c in &s.concurrency {
             let n = urls_for(&s, c);
             let list = list_file(n);
-            for &v in &s.variants {
+            // Every other round in reverse order (A B C, C B A, ...): a
+            // machine that speeds up or slows down during a round then
+            // favours no variant over the rounds. Single rounds on this VM
+            // moved by 10-30% (docs/benchmarks.md).
+            let mut order = s.variants.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for &v in &order {
                 let mut sample = ctx.run(v, c, &urls[..n], &list);
                 sample.round = round;
                 eprintln!("{}", sample.line());
@@ -1226,7 +1234,7 @@ impl Run<'_> {
         let _ = writeln!(md, "```sh\n{}\n```\n", self.command());
         let _ = writeln!(
             md,
-            "Rounds: {} (each: every concurrency, and at each {} in turn; medians below), {:.0} s in all; load average {} the run. \
+            "Rounds: {} (each: every concurrency, and at each {} in turn, in reverse order every other round; medians below), {:.0} s in all; load average {} the run. \
              Server: nginx 1.22 on 127.0.0.1 ({} worker processes), TLS 1.3, {PAGES} distinct {} KiB pages fetched by IP literal. \
              Transcripts go to a fresh directory per run on {}, each synced before it is kept, as in real use, and removed only at the end of the bench (seccomp-tmpfs: into /dev/shm; seccomp-nosync: `--no-sync`). \
              URLs per run: {}.\n",

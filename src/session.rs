@@ -604,3 +604,55 @@ fn collect(out: std::fs::File, max: usize) -> Collected {
         buf
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handed(host: &str, error: bool) -> ConnectionResult {
+        ConnectionResult::Recorded(Recorded {
+            connection: relay::record::unrecorded(host.into(), 443),
+            error: error.then(|| Upstream::new("refused".into(), false)),
+        })
+    }
+
+    fn events_of(r: &ConnectionResult) -> Option<&[Event]> {
+        match r {
+            ConnectionResult::Recorded(r) => Some(&r.connection.events),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn client_records_go_to_the_handed_over_connections_that_succeeded_in_order() {
+        // Connection 1 failed (refused): the client has no record of it.
+        let mut results = vec![
+            (0, handed("a.test", false)),
+            (1, handed("b.test", true)),
+            (2, handed("c.test", false)),
+        ];
+        let wire = vec![
+            vec![Event::Client(b"to a".to_vec()), Event::ClientEof],
+            vec![Event::Client(b"to c".to_vec()), Event::ClientEof],
+        ];
+        take_client_records(&mut results, &[0, 1, 2], wire.clone());
+        assert_eq!(events_of(&results[0].1), Some(&wire[0][..]));
+        assert_eq!(events_of(&results[1].1), Some(&[][..]));
+        assert_eq!(events_of(&results[2].1), Some(&wire[1][..]));
+    }
+
+    #[test]
+    fn a_client_record_that_does_not_pair_up_makes_no_transcript() {
+        for wire in [vec![], vec![vec![Event::ClientEof]; 3]] {
+            let mut results = vec![(0, handed("a.test", false)), (1, handed("b.test", false))];
+            take_client_records(&mut results, &[0, 1], wire.clone());
+            for (_, r) in &results {
+                assert!(
+                    matches!(r, ConnectionResult::Unexpected(m) if m.contains(&format!("reported {} connection", wire.len()))),
+                    "{} records for 2 connections were taken",
+                    wire.len()
+                );
+            }
+        }
+    }
+}

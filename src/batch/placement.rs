@@ -1,7 +1,8 @@
 //! Which CPU each client of a batch runs on.
 //!
-//! A client and the pool thread supervising it wake each other dozens of
-//! times per URL (every notification, every relayed flight). On the 2-vCPU
+//! A client and the pool thread supervising it wake each other many times
+//! per URL (every notification; every TLS flight, too, when the
+//! supervisor relays: `--recorder relay`). On the 2-vCPU
 //! virtual machines measured here a wake-up across CPUs costs about 20
 //! times one on the same CPU (`perf bench sched pipe`: 128 µs against
 //! 6.7 µs per round trip), and the scheduler, seeing an idle CPU, kept

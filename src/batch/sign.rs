@@ -335,7 +335,7 @@ async fn prepare(ctx: &Arc<Ctx>, entry: Entry, shard: Option<Shard>) -> Option<J
         }),
         Err(e) => {
             let line = ManifestLine::failed(key, e.to_string(), entry.line, Duration::ZERO, 0);
-            record(ctx, line).await;
+            record(ctx, line, ctx.manifest.coming()).await;
             None
         }
     }
@@ -352,11 +352,16 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         t = ctx.hosts.acquire(&host) => t,
     };
     let mut attempts = 0u32;
+    // From the start of an attempt to the hand-over of the URL's line: a
+    // manifest group waiting to fill waits only while some line is on its
+    // way (`jsonl::Coming`).
+    let mut coming;
     let result = loop {
         attempts += 1;
         let Some(slot) = ctx.run.acquire(&ctx.slots).await else {
             return;
         };
+        coming = ctx.manifest.coming();
         Counts::add(&ctx.run.counts.running, 1);
         let t = &ctx.template;
         let fetch = Fetch {
@@ -437,7 +442,9 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         if !again || attempts > ctx.retries {
             break (r, placed);
         }
-        // 1 s, 2 s, 4 s ... with the slot given back meanwhile.
+        // 1 s, 2 s, 4 s ... with the slot given back meanwhile, and no
+        // line on its way.
+        drop(coming);
         let wait = ctx.backoff.saturating_mul(1 << (attempts - 1).min(5));
         tokio::select! {
             biased;
@@ -448,7 +455,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
     let elapsed = started.elapsed();
     let url = job.url.as_str().to_string();
     let line = match result {
-        (Ok(_), Some(Ok(written))) => return written.commit(ctx).await,
+        (Ok(_), Some(Ok(written))) => return written.commit(ctx, coming).await,
         // DIR takes no more: every later URL would be fetched for nothing.
         // Nothing is recorded for this one (a rerun signs it again).
         (
@@ -469,7 +476,7 @@ async fn sign_one(ctx: &Arc<Ctx>, job: Job) {
         }
         (Err(f), _) => ManifestLine::failed(url, f.error.to_string(), job.line, elapsed, attempts),
     };
-    record(ctx, line).await;
+    record(ctx, line, coming).await;
 }
 
 /// HTTP statuses that say "try again later".
@@ -551,7 +558,7 @@ impl Written {
     /// Hands the line to the manifest writer, which commits it with the
     /// file system synced and then gives the transcript its name (or
     /// drops it, if the commit failed); waits for both.
-    async fn commit(self, ctx: &Arc<Ctx>) {
+    async fn commit(self, ctx: &Arc<Ctx>, coming: jsonl::Coming) {
         let Written { line, staged } = self;
         let run = Arc::clone(ctx);
         let after: jsonl::After = Box::new(move |committed| {
@@ -567,15 +574,17 @@ impl Written {
                 )));
             }
         });
-        let written = jsonl::outcome(ctx.manifest.append_then(&line, after)).await;
-        counted(ctx, &line, written);
+        let handed = ctx.manifest.append_then(&line, after);
+        drop(coming);
+        counted(ctx, &line, jsonl::outcome(handed).await);
     }
 }
 
 /// Appends `line` (a URL that failed) to the manifest and counts it.
-async fn record(ctx: &Arc<Ctx>, line: ManifestLine) {
-    let written = ctx.manifest.append(&line).await;
-    counted(ctx, &line, written);
+async fn record(ctx: &Arc<Ctx>, line: ManifestLine, coming: jsonl::Coming) {
+    let handed = ctx.manifest.append_then(&line, Box::new(|_| {}));
+    drop(coming);
+    counted(ctx, &line, jsonl::outcome(handed).await);
 }
 
 /// Counts a line the manifest writer has committed (`written`), or stops

@@ -114,8 +114,8 @@ impl Listening {
         sink: &mut ConnectionSink,
     ) -> Result<Stats, SuperviseError> {
         let mut stats = stats_of(&self.listener);
-        let mut s = Supervisor::new(self.listener.fd.as_fd(), world, self.vdso, self.pid, sink);
-        s.servers = self.servers;
+        let fd = self.listener.fd.as_fd();
+        let mut s = Supervisor::new(fd, world, self.vdso, self.pid, sink, self.servers);
         match Wait::from_env() {
             Wait::Async => s.run_async(&mut stats),
             // Before Linux 6.6 (no sync wake-up) RECV slept on a semaphore
@@ -143,8 +143,8 @@ impl Listening {
         let mut stats = stats_of(&listener);
         let served = match sys::async_fd(listener.fd) {
             Ok(fd) => {
-                let mut s = Supervisor::new(fd.get_ref().as_fd(), world, vdso, pid, &mut *sink);
-                s.servers = servers;
+                let listener = fd.get_ref().as_fd();
+                let mut s = Supervisor::new(listener, world, vdso, pid, &mut *sink, servers);
                 s.serve_async(&fd, &mut stats).await.map(|()| stats)
             }
             Err(e) => Err(SuperviseError::Listener(e)),
@@ -207,6 +207,7 @@ impl<'a> Supervisor<'a> {
         vdso: Option<&'a VdsoPatch>,
         root: i32,
         sink: &'a mut ConnectionSink,
+        servers: ServerSockets,
     ) -> Supervisor<'a> {
         Supervisor {
             fd,
@@ -215,7 +216,7 @@ impl<'a> Supervisor<'a> {
             // The first process leads its thread group: no /proc lookup.
             tgids: HashMap::from([(root, root)]),
             sink,
-            servers: ServerSockets::Relayed,
+            servers,
         }
     }
 
