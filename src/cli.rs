@@ -368,7 +368,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let s = crate::sign::sign(opts)?;
             let t = &s.transcript;
             eprintln!(
-                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {}{})",
+                "signed {}: HTTP {}, {} body bytes, {} connection(s), clock {} -> {} ({:.0} ms, {}{}, {})",
                 t.url,
                 t.response.status,
                 t.response.body.len(),
@@ -381,6 +381,10 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                     ", no killable wait"
                 } else {
                     ""
+                },
+                match s.recorder {
+                    crate::Recorder::Client => "bytes recorded by the client",
+                    crate::Recorder::Relay => "bytes relayed and recorded by the supervisor",
                 },
             );
             Ok(crate::exit::OK)

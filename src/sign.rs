@@ -42,6 +42,8 @@ pub struct Signed {
     pub transcript: Transcript,
     /// What supervising the client cost.
     pub stats: crate::Stats,
+    /// Who recorded the bytes.
+    pub recorder: session::Recorder,
     /// Wall time of the whole sign.
     pub elapsed: Duration,
 }
@@ -242,6 +244,7 @@ pub(crate) async fn fetch(job: Fetch, cancel: session::Cancel) -> Result<Signed,
             response,
         },
         stats: report.stats,
+        recorder: job.recorder,
         elapsed: report.elapsed,
     })
 }

@@ -417,9 +417,9 @@ fn client_and_relay_recorders_record_the_same_client() {
     let (dir, pki) = setup();
     let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
     let mut ts = Vec::new();
-    for recorder in ["client", "relay"] {
+    for (recorder, said) in [("client", "recorded by the client"), ("relay", "relayed")] {
         let f = dir.path().join(format!("{recorder}.tlsign"));
-        sign(&nginx, &pki, "/", &f)
+        let r = sign(&nginx, &pki, "/", &f)
             .args([
                 "--seed",
                 SEED_A,
@@ -428,8 +428,10 @@ fn client_and_relay_recorders_record_the_same_client() {
                 "--recorder",
                 recorder,
             ])
-            .run()
-            .assert_code(0);
+            .run();
+        r.assert_code(0);
+        let line = r.assert_one_line();
+        assert!(line.contains(said), "--recorder {recorder}: {line}");
         assert_bytes_eq("verified body", &verify_ok(&f, &pki), &nginx.site().index);
         ts.push(read_transcript(&f));
     }
