@@ -488,11 +488,7 @@ async fn serve_connection(
             Ok(a) => a,
             Err(error) => {
                 let _ = pending.fail(libc::EHOSTUNREACH);
-                let connection = relay::record::unrecorded(host, port);
-                return ConnectionResult::Recorded(Recorded {
-                    connection,
-                    error: Some(error),
-                });
+                return not_made(host, port, error);
             }
         };
         return ConnectionResult::Recorded(
@@ -509,8 +505,7 @@ async fn serve_connection(
                 Ok(a) => a,
                 Err(error) => {
                     drop(s);
-                    let connection = relay::record::unrecorded(host, port);
-                    return ConnectionResult::Recorded(Recorded { connection, error: Some(error) });
+                    return not_made(host, port, error);
                 }
             };
             ConnectionResult::Recorded(relay::record::record(s, host, port, addrs).await)
@@ -527,6 +522,14 @@ async fn serve_connection(
             Some(c) => ConnectionResult::Replayed(relay::replay::replay(s, index, c).await),
         },
     }
+}
+
+/// A server connection that failed before it was made.
+fn not_made(host: String, port: u16, error: Upstream) -> ConnectionResult {
+    ConnectionResult::Recorded(Recorded {
+        connection: relay::record::unrecorded(host, port),
+        error: Some(error),
+    })
 }
 
 /// Where the signer connects for `host:port`: a `--resolve` entry, the
