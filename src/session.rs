@@ -324,13 +324,14 @@ pub async fn run(mut spec: Spec, ends: Ends, cancel: Cancel) -> Result<Report, E
         Some(Stop::TimedOut) => Err(format!("timed out after {} s", spec.timeout.as_secs())),
         None => read_outcome(stdout, stderr, &status).await,
     };
-    let (outcome, wire) = match output {
-        Ok(o) => (Ok(o.outcome), o.wire),
-        Err(e) => (Err(e), Vec::new()),
-    };
-    if !handed.is_empty() {
-        take_client_records(&mut results, &handed, wire);
-    }
+    // Without the client's output there is no record to pair, and nothing
+    // will be signed: why the client gave none is the story to tell.
+    let outcome = output.map(|o| {
+        if !handed.is_empty() {
+            take_client_records(&mut results, &handed, o.wire);
+        }
+        o.outcome
+    });
     let connections = results.into_iter().map(|(_, r)| r).collect();
     Ok(Report {
         outcome,
@@ -477,40 +478,46 @@ async fn serve_connection(
     port: u16,
     s: ClientEnd,
 ) -> ConnectionResult {
-    if let ClientEnd::Pending(pending) = s {
-        // Only a signer asks for connects to be handed over.
-        let Ends::Record { resolve, .. } = &*ends else {
-            return ConnectionResult::Unexpected(format!(
-                "connection {index}: handed over while replaying"
-            ));
-        };
-        let addrs = match upstream_addrs(resolve, &host, port).await {
-            Ok(a) => a,
-            Err(error) => {
+    let resolve = match &*ends {
+        Ends::Record { resolve, .. } => resolve,
+        Ends::Replay { connections } => {
+            return replay_connection(connections, index, host, port, s).await
+        }
+    };
+    let addrs = match upstream_addrs(resolve, &host, port).await {
+        Ok(a) => a,
+        Err(error) => {
+            if let ClientEnd::Pending(pending) = s {
                 let _ = pending.fail(libc::EHOSTUNREACH);
-                return not_made(host, port, error);
             }
-        };
-        return ConnectionResult::Recorded(
-            relay::record::hand_over(pending, host, port, addrs).await,
-        );
-    }
+            return not_made(host, port, error);
+        }
+    };
+    ConnectionResult::Recorded(match s {
+        ClientEnd::Pending(pending) => relay::record::hand_over(pending, host, port, addrs).await,
+        s => match relay::into_async(s) {
+            Ok(s) => relay::record::record(s, host, port, addrs).await,
+            Err(e) => return ConnectionResult::Unexpected(format!("connection {index}: {e}")),
+        },
+    })
+}
+
+/// A connection of a replay: the transcript's connection `index`, if the
+/// client connected where it says.
+async fn replay_connection(
+    connections: &[Connection],
+    index: usize,
+    host: String,
+    port: u16,
+    s: ClientEnd,
+) -> ConnectionResult {
+    // A connect waiting to be handed a socket cannot be replayed to (only a
+    // signer asks for those): dropped, it fails.
     let s = match relay::into_async(s) {
         Ok(s) => s,
         Err(e) => return ConnectionResult::Unexpected(format!("connection {index}: {e}")),
     };
-    match &*ends {
-        Ends::Record { resolve, .. } => {
-            let addrs = match upstream_addrs(resolve, &host, port).await {
-                Ok(a) => a,
-                Err(error) => {
-                    drop(s);
-                    return not_made(host, port, error);
-                }
-            };
-            ConnectionResult::Recorded(relay::record::record(s, host, port, addrs).await)
-        }
-        Ends::Replay { connections } => match connections.get(index) {
+    match connections.get(index) {
             None => ConnectionResult::Unexpected(format!(
                 "the client opened connection {index} to {host}:{port}, but the transcript has only {} connection(s)",
                 connections.len()
@@ -520,7 +527,6 @@ async fn serve_connection(
                 c.host, c.port
             )),
             Some(c) => ConnectionResult::Replayed(relay::replay::replay(s, index, c).await),
-        },
     }
 }
 

@@ -135,7 +135,13 @@ impl Writer {
     /// Appends one record as a line; resolves once it is written (and, for
     /// a durable writer, synced).
     pub async fn append(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        outcome(self.submit(as_line(record), None)).await
+        outcome(self.hand(record)).await
+    }
+
+    /// Hands one record over without waiting; the receiver tells how its
+    /// commit went ([`outcome`]).
+    pub fn hand(&self, record: &impl serde::Serialize) -> oneshot::Receiver<io::Result<()>> {
+        self.submit(as_line(record), None)
     }
 
     /// Hands one record over without waiting; `after` runs on the

@@ -582,7 +582,7 @@ impl Written {
 
 /// Appends `line` (a URL that failed) to the manifest and counts it.
 async fn record(ctx: &Arc<Ctx>, line: ManifestLine, coming: jsonl::Coming) {
-    let handed = ctx.manifest.append_then(&line, Box::new(|_| {}));
+    let handed = ctx.manifest.hand(&line);
     drop(coming);
     counted(ctx, &line, jsonl::outcome(handed).await);
 }

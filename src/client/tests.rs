@@ -417,20 +417,10 @@ fn child_main_writes_a_decodable_outcome() {
     assert_eq!(events[n - 1], Event::ClientEof);
     assert_eq!(events.iter().filter(|e| **e == Event::ClientEof).count(), 1);
     // The request went out after the handshake and before the response.
-    let sent: usize = events
-        .iter()
-        .map(|e| match e {
-            Event::Client(b) => b.len(),
-            _ => 0,
-        })
-        .sum();
-    let got: usize = events
-        .iter()
-        .map(|e| match e {
-            Event::Server(b) => b.len(),
-            _ => 0,
-        })
-        .sum();
+    let bytes = |side: fn(&Event) -> Option<&[u8]>| -> usize {
+        events.iter().filter_map(side).map(<[u8]>::len).sum()
+    };
+    let (sent, got) = (bytes(Event::client_data), bytes(Event::server_data));
     assert!(
         sent > 300 && got > "<p>child</p>".len() + 1000,
         "sent {sent}, got {got}"

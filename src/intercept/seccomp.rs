@@ -479,17 +479,11 @@ impl<'a> Supervisor<'a> {
                     return Ok(true);
                 }
                 let (ours, theirs) = UnixStream::pair()?;
+                // A new socket is blocking: only a non-blocking one needs a call.
                 if flags & libc::O_NONBLOCK != 0 {
                     theirs.set_nonblocking(true)?;
                 }
-                let cloexec = flags & libc::O_CLOEXEC != 0;
-                if sys::notif_addfd(self.fd, n.id, theirs.as_fd(), AddFd::Replace(fd), cloexec)?
-                    .is_none()
-                {
-                    return Ok(false);
-                }
-                drop(theirs);
-                if !sys::notif_send(self.fd, n.id, 0, 0, 0)? {
+                if !install_connected(self.fd, n.id, fd, flags, theirs.into())? {
                     return Ok(false);
                 }
                 (self.sink)(to, ClientEnd::Unix(ours));
@@ -497,6 +491,26 @@ impl<'a> Supervisor<'a> {
             }
         }
     }
+}
+
+/// Installs `sock` (its blocking mode already the target socket's) over the
+/// target's socket `fd`, with the close-on-exec flag of `flags`, and
+/// answers the connect of notification `id` with 0. `Ok(false)`: the
+/// target is gone.
+fn install_connected(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    fd: RawFd,
+    flags: i32,
+    sock: OwnedFd,
+) -> io::Result<bool> {
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    if sys::notif_addfd(listener, id, sock.as_fd(), AddFd::Replace(fd), cloexec)?.is_none() {
+        return Ok(false);
+    }
+    // The target holds its own reference now; ours goes.
+    drop(sock);
+    sys::notif_send(listener, id, 0, 0, 0)
 }
 
 /// A target's connect to a server, waiting for its answer
@@ -522,24 +536,15 @@ impl PendingConnect {
     /// return 0. `Ok(false)`: the target is gone (killed, timed out).
     pub fn complete(mut self, sock: std::net::TcpStream) -> io::Result<bool> {
         sock.set_nonblocking(self.flags & libc::O_NONBLOCK != 0)?;
-        let cloexec = self.flags & libc::O_CLOEXEC != 0;
-        let listener = self.listener.as_fd();
-        if sys::notif_addfd(
-            listener,
+        let landed = install_connected(
+            self.listener.as_fd(),
             self.id,
-            sock.as_fd(),
-            AddFd::Replace(self.fd),
-            cloexec,
-        )?
-        .is_none()
-        {
-            self.answered = true;
-            return Ok(false);
-        }
-        // The target holds its own reference now; ours goes.
-        drop(sock);
+            self.fd,
+            self.flags,
+            sock.into(),
+        )?;
         self.answered = true;
-        sys::notif_send(listener, self.id, 0, 0, 0)
+        Ok(landed)
     }
 
     /// Fails the target's connect with `errno`, as a connect to the server

@@ -89,10 +89,7 @@ pub async fn hand_over(
 ) -> Recorded {
     let mut conn = unrecorded(host, port);
     let answered = match connect(&mut conn, &addrs).await {
-        Ok(server) => match server.into_std() {
-            Ok(server) => pending.complete(server),
-            Err(e) => Err(e),
-        },
+        Ok(server) => server.into_std().and_then(|s| pending.complete(s)),
         Err((error, errno)) => {
             let _ = pending.fail(errno);
             return Recorded {
