@@ -445,7 +445,11 @@ mod tests {
                 }),
             )
         };
+        // Announced first, as a batch does: otherwise the first line, with
+        // nothing else on its way, is written alone at once.
+        let announced: Vec<_> = (0..8).map(|_| w.coming()).collect();
         let full: Vec<_> = (0..8).map(submit).collect();
+        drop(announced);
         for rx in full {
             rx.blocking_recv().unwrap().unwrap();
         }
