@@ -27,6 +27,11 @@
 //!   seccomp, it shows what the relay costs; against ptrace, it compares
 //!   the interception alone.
 //!
+//! - seccomp-exec: seccomp with every client executed from the binary
+//!   (`TLSIGN_SECCOMP_LAUNCH=exec`) instead of forked from the zygote, as
+//!   the bare clients are: against bare, the cost of supervision alone, on
+//!   equal start-up terms.
+//!
 //! `--variants` picks among these and seccomp-nosync (`--no-sync`, on the
 //! same file system as seccomp) and `other` (seccomp with the binary
 //! `--other BIN`): comparing two builds, say before and after a change,
@@ -93,7 +98,7 @@ usage: cargo bench --bench batch [-- OPTIONS]
   --rounds N             rounds per concurrency
   --jobs C,C,...         concurrencies
   --urls N               URLs per run (default: 25 per job, at least 600)
-  --variants V,V,...     bare, seccomp, ptrace, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other
+  --variants V,V,...     bare, seccomp, ptrace, seccomp-exec, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other
   --other BIN            the binary of the `other` variant (compare two builds)
   --tmpfs                seccomp writes to /dev/shm instead of the disk
   --memory-urls N,N,...  list lengths of the memory series (\"\" for none)
@@ -118,10 +123,16 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const VARIANTS: [&str; 3] = ["bare", "seccomp", "ptrace"];
 /// Further variants `--variants` may name: seccomp writing to /dev/shm
-/// whatever `--tmpfs` says (in the full run), seccomp relaying (in the full
-/// run), seccomp with `--no-sync`, and `other`: seccomp signing with the
+/// whatever `--tmpfs` says (in the full run), seccomp executing its
+/// clients and seccomp relaying (both in the full run), seccomp with `--no-sync`, and `other`: seccomp signing with the
 /// binary `--other BIN` names, to compare two builds in one run.
-const EXTRA_VARIANTS: [&str; 4] = ["seccomp-relay", "seccomp-nosync", "seccomp-tmpfs", "other"];
+const EXTRA_VARIANTS: [&str; 5] = [
+    "seccomp-exec",
+    "seccomp-relay",
+    "seccomp-nosync",
+    "seccomp-tmpfs",
+    "other",
+];
 
 struct Settings {
     quick: bool,
@@ -219,7 +230,14 @@ fn settings() -> Settings {
         other: value("--other").map(PathBuf::from),
         paired: flag("--paired"),
         variants: value("--variants").map_or(
-            vec!["bare", "seccomp", "seccomp-tmpfs", "seccomp-relay", "ptrace"],
+            vec![
+                "bare",
+                "seccomp",
+                "seccomp-tmpfs",
+                "seccomp-exec",
+                "seccomp-relay",
+                "ptrace",
+            ],
             |v| {
                 v.split(',')
                     .map(|name| {
@@ -229,7 +247,7 @@ fn settings() -> Settings {
                             .chain(&EXTRA_VARIANTS)
                             .find(|&&v| v == name)
                             .unwrap_or_else(|| {
-                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other)")
+                                panic!("--variants: {name}? (bare, seccomp, ptrace, seccomp-exec, seccomp-relay, seccomp-nosync, seccomp-tmpfs, other)")
                             })
                     })
                     .collect()
@@ -825,14 +843,15 @@ impl Ctx<'_> {
             "bare" => self.bare(c, urls),
             "seccomp-tmpfs" => {
                 let shm = self.shm_root.expect("a /dev/shm directory");
-                let mut s = self.signed(self.bin, "seccomp", c, urls.len(), list, shm, &[]);
+                let mut s = self.signed(self.bin, "seccomp", c, urls.len(), list, shm, &[], &[]);
                 s.variant = variant;
                 s
             }
-            "seccomp-nosync" | "seccomp-relay" => {
-                let extra: &[&str] = match variant {
-                    "seccomp-nosync" => &["--no-sync"],
-                    _ => &["--recorder", "relay"],
+            "seccomp-exec" | "seccomp-nosync" | "seccomp-relay" => {
+                let (extra, env): (&[&str], &[(&str, &str)]) = match variant {
+                    "seccomp-exec" => (&[], &[("TLSIGN_SECCOMP_LAUNCH", "exec")]),
+                    "seccomp-nosync" => (&["--no-sync"], &[]),
+                    _ => (&["--recorder", "relay"], &[]),
                 };
                 let mut s = self.signed(
                     self.bin,
@@ -842,17 +861,28 @@ impl Ctx<'_> {
                     list,
                     self.out_root,
                     extra,
+                    env,
                 );
                 s.variant = variant;
                 s
             }
             "other" => {
                 let bin = self.other.expect("--other BIN");
-                let mut s = self.signed(bin, "seccomp", c, urls.len(), list, self.out_root, &[]);
+                let mut s =
+                    self.signed(bin, "seccomp", c, urls.len(), list, self.out_root, &[], &[]);
                 s.variant = variant;
                 s
             }
-            backend => self.signed(self.bin, backend, c, urls.len(), list, self.out_root, &[]),
+            backend => self.signed(
+                self.bin,
+                backend,
+                c,
+                urls.len(),
+                list,
+                self.out_root,
+                &[],
+                &[],
+            ),
         };
         sample.nginx_cpu_ms = self.nginx.cpu_ms() - nginx_before;
         sample
@@ -945,6 +975,8 @@ impl Ctx<'_> {
         root: &Path,
         // Options after the common ones: --no-sync, --recorder.
         extra: &[&str],
+        // Added to the environment: TLSIGN_SECCOMP_LAUNCH.
+        env: &[(&str, &str)],
     ) -> Sample {
         let out = tempfile::Builder::new()
             .prefix("out-")
@@ -961,6 +993,7 @@ impl Ctx<'_> {
             .args(["-j", &c.to_string(), "--per-host", "0", "--retries", "0"])
             .args(["--progress", "quiet", "--backend", backend])
             .args(extra)
+            .envs(env.iter().copied())
             .arg("--ca-file")
             .arg(self.ca)
             .stdin(Stdio::null())
@@ -1381,6 +1414,7 @@ impl Run<'_> {
                     "seccomp-nosync" => "sign --input --no-sync, seccomp".into(),
                     "seccomp-tmpfs" => "sign --input to tmpfs, seccomp".into(),
                     "seccomp-relay" => "sign --input --recorder relay, seccomp".into(),
+                    "seccomp-exec" => "sign --input, seccomp, clients executed".into(),
                     "other" => "sign --input, seccomp, --other binary".into(),
                     _ => "sign --input, ptrace".into(),
                 },

@@ -80,3 +80,11 @@ pub(crate) mod world;
 pub use error::{exit, Error};
 pub use intercept::{Backend, Stats};
 pub use session::Recorder;
+
+/// The client zygote's entry points, for the binary's `main`: the hidden
+/// argument that makes the binary the zygote, its loop, and the stop that
+/// comes after the last client. Clients are forked from it rather than
+/// executed (internal `intercept::zygote`).
+pub mod zygote {
+    pub use crate::intercept::zygote::{serve, shutdown, LAUNCH_ENV, ZYGOTE_ARG};
+}

@@ -23,6 +23,14 @@ fn main() -> ExitCode {
         let code = tlsign_seccomp::client::child_main(args.split_off(2));
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // The zygote the supervisor forks clients from (intercept::zygote).
+    if args
+        .get(1)
+        .is_some_and(|a| a == tlsign_seccomp::zygote::ZYGOTE_ARG)
+    {
+        let code = tlsign_seccomp::zygote::serve(&args[2..], tlsign_seccomp::client::child_main);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match tlsign_seccomp::cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -53,7 +61,10 @@ fn main() -> ExitCode {
     if cli.is_batch() {
         tlsign_seccomp::batch::reexec_tuned(&args);
     }
-    match tlsign_seccomp::cli::run(cli) {
+    let result = tlsign_seccomp::cli::run(cli);
+    // Every client has ended: the zygote goes too, before we do.
+    tlsign_seccomp::zygote::shutdown();
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {}", one_line(&e));

@@ -71,6 +71,7 @@ pub fn run(opts: RunOptions) -> Result<RunOutcome, Error> {
         cwd: None,
         capture: false,
         unblocks_signals: false,
+        forkable: false,
     };
     let running = intercept::start(opts.backend, cmd, Scope::Local, world, Box::new(|_, _| {}))
         .map_err(|e| match e {

@@ -368,6 +368,7 @@ fn client_command(spec: &Spec) -> Result<target::Program, Error> {
         capture: true,
         // `client::child_main` does, first thing.
         unblocks_signals: true,
+        forkable: true,
     })
 }
 

@@ -198,7 +198,7 @@ pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
 /// the killable wait, or why it refused the filter. The child shares our
 /// descriptor table at that moment (CLONE_FILES), so the listener is
 /// created straight in the supervisor: nothing has to carry it over.
-fn child_install_filter(filter: &[libc::sock_filter]) -> io::Result<(RawFd, bool)> {
+pub(crate) fn child_install_filter(filter: &[libc::sock_filter]) -> io::Result<(RawFd, bool)> {
     let len = u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
     let prog = libc::sock_fprog {
         len,
@@ -268,7 +268,7 @@ pub fn raise_open_files(want: u64) -> io::Result<u64> {
 /// files this process started with, if a batch raised it. Not earlier: the
 /// filter's listener is created in our descriptor table, whose free numbers
 /// may all be above that limit.
-fn child_restore_open_files() -> io::Result<()> {
+pub(crate) fn child_restore_open_files() -> io::Result<()> {
     if let Some(limit) = STARTED_NOFILE.get() {
         // SAFETY: `limit` is a valid rlimit in memory that outlives the
         // call; lowering a soft limit is always allowed.
@@ -283,7 +283,7 @@ fn child_restore_open_files() -> io::Result<()> {
 /// the backend: no_new_privs (which lets an unprivileged process install a
 /// filter), death with the supervisor, and ASLR off (OpenSSL and others mix
 /// addresses into their randomness). Raw syscalls only.
-fn child_common() -> io::Result<()> {
+pub(crate) fn child_common() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -838,5 +838,175 @@ pub fn fix_mmap_threshold() {
     // or refused with a return of 0.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Makes `cmd` start the client zygote (`intercept::zygote`): `keep` stays
+/// open across the exec, then the steps every supervised child takes, the
+/// open-files limit the user had, and every signal blocked (as a client
+/// starts).
+pub fn zygote_before_exec(cmd: &mut std::process::Command, keep: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only raw,
+    // async-signal-safe syscalls (fcntl, prctl, personality, setrlimit,
+    // sigprocmask) on values copied before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(keep, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            child_common()?;
+            child_restore_open_files()?;
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of a descriptor this process was started with, by
+/// number (the zygote's control socket, named in its arguments). Fails
+/// unless it is open and a socket.
+pub fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fstat writes into a valid stat buffer; a closed fd fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+    }
+    // SAFETY: open (checked above) and passed to us for us alone to own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// recvmsg(2) of one message into `buf`, with up to 3 descriptors
+/// (close-on-exec). Returns the bytes received (0 at end of stream),
+/// whether the message was cut short, and the descriptors.
+pub fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, bool, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(errno)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(errno)? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in our
+            // table; nothing else knows them.
+            fds.extend(got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    let cut = msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    Ok((msg.bytes, cut, fds))
+}
+
+/// fork(2), for the zygote: callable only while this process has a single
+/// thread, which the zygote never leaves. `None` in the child.
+pub fn fork_single_threaded() -> io::Result<Option<i32>> {
+    // SAFETY: the caller is single-threaded (the zygote starts no thread),
+    // so the child may run any code: no lock is held by another thread.
+    match unsafe { nix::unistd::fork() }.map_err(errno)? {
+        nix::unistd::ForkResult::Child => Ok(None),
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+    }
+}
+
+/// In a child of the zygote: SIGKILL when the parent dies (fork cleared
+/// the setting), and false if it has died already.
+pub fn die_with_parent(parent: i32) -> bool {
+    // SAFETY: prctl with integer arguments only.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } == 0;
+    set && nix::unistd::getppid().as_raw() == parent
+}
+
+/// dup2(2) of `fd` onto the standard descriptor `target` (1 or 2).
+pub fn dup_onto_std(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 onto a standard descriptor, from one that is open
+    // (borrowed); replacing 1 or 2 invalidates no OwnedFd of ours.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs `filter` with a listener in this (single-threaded) process.
+pub fn install_filter_here(filter: &[libc::sock_filter]) -> io::Result<(OwnedFd, bool)> {
+    let (fd, killable) = child_install_filter(filter)?;
+    // SAFETY: seccomp() just created this descriptor for us.
+    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, killable))
+}
+
+/// Closes every descriptor from 3 up: after it, the process holds what an
+/// executed program holds. Only for a process that keeps no OwnedFd of its
+/// own above 2 (the zygote's client, about to become the client).
+pub fn close_from_3() {
+    // SAFETY: close_range with integer arguments only; the caller uses none
+    // of these descriptors again.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+/// Where this process's arguments lie in its memory (`arg_start`,
+/// `arg_end` of /proc/self/stat): what /proc/PID/cmdline, `ps` and
+/// `pgrep -f` read.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgArea {
+    start: usize,
+    end: usize,
+}
+
+impl ArgArea {
+    /// This process's, read once: its children share the addresses.
+    pub fn own() -> io::Result<ArgArea> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        let bad = || io::Error::other("/proc/self/stat has no argument area");
+        // The name (field 2) may hold spaces; fields after it do not.
+        let rest = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..))
+            .ok_or_else(bad)?;
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        // Fields 48 and 49 (1-based), counted from field 3.
+        let num = |i: usize| -> io::Result<usize> {
+            fields
+                .get(i - 3)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(bad)
+        };
+        let (start, end) = (num(48)?, num(49)?);
+        if start == 0 || end <= start {
+            return Err(bad());
+        }
+        Ok(ArgArea { start, end })
+    }
+
+    /// Rewrites the arguments as others see them: `args` joined by NULs,
+    /// cut to the area's size, the rest NULs. Only its length at exec is
+    /// ours to write.
+    pub fn set(&self, args: &[&[u8]]) {
+        let len = self.end - self.start;
+        let mut b = Vec::with_capacity(len);
+        for a in args {
+            b.extend_from_slice(a);
+            b.push(0);
+        }
+        b.truncate(len - 1);
+        b.resize(len, 0);
+        // SAFETY: [start, end) is this process's own argument area, as the
+        // kernel reports it: writable memory at the top of the initial
+        // stack, which stays mapped for the process's life. The bytes are
+        // strings no Rust reference points into (std reads argv through raw
+        // pointers, and only when asked; nothing here asks again).
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.start as *mut u8, len) };
     }
 }

@@ -1292,40 +1292,68 @@ fn a_large_j_raises_the_open_files_limit() {
     let d = dir.path();
     let nginx = Nginx::start(d, &pki, Cert::Valid);
     let (urls, list) = query_list(&nginx, d, "fds", 200);
-    let out = d.join("out");
-    let log = d.join("limits.strace");
-    let mut wrapper: Vec<OsString> = ["prlimit", "--nofile=1024:8192", "--"]
-        .map(OsString::from)
-        .to_vec();
-    let traced = !strace_missing("a_large_j_raises_the_open_files_limit (the clients' limit)");
-    if traced {
-        wrapper.extend(["strace", "-f", "-qq", "-e", "trace=prlimit64", "-o"].map(OsString::from));
-        wrapper.push(log.clone().into());
-    }
-    let r = batch_sign(&list, &out, &pki)
-        .args([
-            "-j",
-            "200",
-            "--per-host",
-            "0",
-            "--resolve",
-            &nginx.resolve(),
-        ])
-        .wrapped(wrapper)
-        .run();
-    r.assert_code(0);
-    r.assert_stderr_mentions("signed 200 URL(s): 200 ok, 0 failed, 0 skipped");
-    assert_clean(&out);
-    assert_manifest_matches_files(&out);
-    if traced {
-        // Each client, just before its exec, sets the limit the batch was
-        // started with.
+    // Forked from the zygote (the default), the clients inherit the limit
+    // the zygote restored once at its exec; executed, each restores it
+    // just before its own exec.
+    for launch in ["fork", "exec"] {
+        let out = d.join(format!("out-{launch}"));
+        let log = d.join(format!("limits-{launch}.strace"));
+        let mut wrapper: Vec<OsString> = ["prlimit", "--nofile=1024:8192", "--"]
+            .map(OsString::from)
+            .to_vec();
+        let traced = !strace_missing("a_large_j_raises_the_open_files_limit (the clients' limit)");
+        if traced {
+            wrapper.extend(
+                ["strace", "-f", "-qq", "-e", "trace=prlimit64,execve", "-o"].map(OsString::from),
+            );
+            wrapper.push(log.clone().into());
+        }
+        let r = batch_sign(&list, &out, &pki)
+            .args([
+                "-j",
+                "200",
+                "--per-host",
+                "0",
+                "--resolve",
+                &nginx.resolve(),
+            ])
+            .env("TLSIGN_SECCOMP_LAUNCH", launch)
+            .wrapped(wrapper)
+            .run();
+        r.assert_code(0);
+        r.assert_stderr_mentions("signed 200 URL(s): 200 ok, 0 failed, 0 skipped");
+        assert_clean(&out);
+        assert_manifest_matches_files(&out);
+        if !traced {
+            continue;
+        }
         let log = std::fs::read_to_string(&log).unwrap();
-        let restored = log
+        // The pids that set the batch's starting limit, and those that
+        // then executed a client or the zygote.
+        let pid = |l: &str| l.split_whitespace().next().unwrap_or("").to_string();
+        let mut restored: Vec<String> = log
             .lines()
             .filter(|l| l.contains("prlimit64(0, RLIMIT_NOFILE, {rlim_cur=1024,"))
-            .count();
-        assert_eq!(restored, urls.len(), "{log}");
+            .map(pid)
+            .collect();
+        restored.sort();
+        let started = |arg: &str| -> Vec<String> {
+            let mut pids: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("execve(") && l.contains(arg))
+                .map(pid)
+                .collect();
+            pids.sort();
+            pids
+        };
+        let (clients, zygotes) = (started("\"__client\""), started("\"__zygote\""));
+        if launch == "exec" {
+            assert_eq!(restored, clients, "{log}");
+            assert_eq!(clients.len(), urls.len(), "{log}");
+        } else {
+            assert_eq!(restored, zygotes, "{log}");
+            assert_eq!((zygotes.len(), clients.len()), (1, 0), "{log}");
+        }
     }
 
     let low = batch_sign(&list, &d.join("low"), &pki)

@@ -457,6 +457,50 @@ fn client_and_relay_recorders_record_the_same_client() {
     );
 }
 
+/// A client forked from the zygote (the default) and one executed from
+/// the binary (`TLSIGN_SECCOMP_LAUNCH=exec`) are the same client: with one
+/// seed and time they send the same ClientHello, and a transcript signed
+/// by either verifies with the other. Verifiers may start the client
+/// either way, so this is what keeps old and new transcripts verifying.
+#[test]
+fn forked_and_executed_clients_are_the_same_client() {
+    let (dir, pki) = setup();
+    let nginx = Nginx::start(dir.path(), &pki, Cert::Valid);
+    let mut ts = Vec::new();
+    for (signed, verified) in [("fork", "exec"), ("exec", "fork")] {
+        let f = dir.path().join(format!("{signed}.tlsign"));
+        sign(&nginx, &pki, "/", &f)
+            .args(["--seed", SEED_A, "--time", TIME_2024])
+            .env("TLSIGN_SECCOMP_LAUNCH", signed)
+            .run()
+            .assert_code(0);
+        let body = f.with_extension("body");
+        verify(&f, &pki)
+            .arg("--body")
+            .arg(&body)
+            .env("TLSIGN_SECCOMP_LAUNCH", verified)
+            .run()
+            .assert_code(0);
+        assert_bytes_eq(
+            &format!("body signed by {signed}, verified by {verified}"),
+            &std::fs::read(&body).unwrap(),
+            &nginx.site().index,
+        );
+        ts.push(read_transcript(&f));
+    }
+    let (forked, executed) = (&ts[0].connections[0], &ts[1].connections[0]);
+    let hello = first_client_flight(forked);
+    assert!(
+        hello.len() > 100 && hello[0] == 0x16,
+        "no ClientHello recorded"
+    );
+    assert_bytes_eq(
+        "ClientHello, forked vs executed",
+        &hello,
+        &first_client_flight(executed),
+    );
+}
+
 #[test]
 fn expired_cert_fails_signing() {
     let (dir, pki) = setup();

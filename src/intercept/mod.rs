@@ -26,6 +26,7 @@ pub mod seccomp;
 pub mod served;
 pub mod target;
 pub mod vdso;
+pub mod zygote;
 
 use std::fs::File;
 use std::io;

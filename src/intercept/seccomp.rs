@@ -75,7 +75,9 @@ pub fn supervise(
         stderr: child.stderr,
     }));
     let served = listening.serve(world, &mut *sink);
-    finish(listening.pid, served)
+    kill_if_failed(listening.pid, &served);
+    let waited = listening.reap.wait_blocking(listening.pid);
+    finish(served, waited)
 }
 
 /// A program started under the filter, its listener not yet served.
@@ -84,6 +86,7 @@ pub struct Listening {
     listener: Listener,
     vdso: Option<&'static VdsoPatch>,
     servers: ServerSockets,
+    reap: target::Reap,
 }
 
 /// Starts `program` under the notification filter.
@@ -95,12 +98,14 @@ pub fn launch(
     let prog = setup(filter::program(scope, filter::Catch::Notify))?;
     let prog = filter::exempting(prog, &learned::exemptions());
     let vdso = setup(VdsoPatch::shared())?;
-    let (child, listener) = target::spawn(program, prog)?;
+    let (mut child, listener) = target::spawn(program, prog)?;
+    let reap = std::mem::replace(&mut child.reap, target::Reap::Wait);
     let listening = Listening {
         pid: child.pid,
         listener,
         vdso,
         servers,
+        reap,
     };
     Ok((child, listening))
 }
@@ -139,6 +144,7 @@ impl Listening {
             listener,
             vdso,
             servers,
+            reap,
         } = self;
         let mut stats = stats_of(&listener);
         let served = match sys::async_fd(listener.fd) {
@@ -151,7 +157,9 @@ impl Listening {
         };
         // Every process under the filter is gone (or killed): reaping the
         // first one blocks this thread only briefly.
-        finish(pid, served)
+        kill_if_failed(pid, &served);
+        let waited = reap.wait(pid).await;
+        finish(served, waited)
     }
 }
 
@@ -165,14 +173,20 @@ fn stats_of(listener: &Listener) -> Stats {
     }
 }
 
-/// Reaps the program's first process. If the service failed, the whole
-/// program is killed first, so no target is left waiting for an answer
-/// that never comes.
-fn finish(pid: i32, served: Result<Stats, SuperviseError>) -> Result<Finished, SuperviseError> {
+/// If the service failed, kills the whole program before it is reaped, so
+/// no target is left waiting for an answer that never comes.
+fn kill_if_failed(pid: i32, served: &Result<Stats, SuperviseError>) {
     if served.is_err() {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
-    let waited = sys::wait4(pid, 0);
+}
+
+/// How the program ended, from its service and the reaping of its first
+/// process.
+fn finish(
+    served: Result<Stats, SuperviseError>,
+    waited: io::Result<sys::Waited>,
+) -> Result<Finished, SuperviseError> {
     let mut stats = served?;
     let waited = waited.map_err(SuperviseError::Listener)?;
     stats.client_cpu = waited.cpu;

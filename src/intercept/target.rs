@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::zygote;
 use crate::sys;
 
 /// The environment every supervised program starts with, whatever the
@@ -72,6 +73,10 @@ pub struct Program {
     /// everything is blocked, and exec resets handlers anyway. Other
     /// programs start as under posix_spawn.
     pub unblocks_signals: bool,
+    /// The built-in client (`client::CHILD_ARG` as its first argument):
+    /// the seccomp backend may fork it from the zygote instead of
+    /// executing it (`zygote.rs`).
+    pub forkable: bool,
 }
 
 impl Program {
@@ -124,6 +129,36 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
+    /// How its end is learned.
+    pub reap: Reap,
+}
+
+/// How a started program's first process is reaped.
+pub enum Reap {
+    /// It is our child: wait4.
+    Wait,
+    /// It is the zygote's child: the zygote reports its end.
+    Zygote(zygote::ExitReport),
+}
+
+impl Reap {
+    /// Waits for the end of `pid`, on this thread.
+    pub fn wait_blocking(self, pid: i32) -> io::Result<sys::Waited> {
+        match self {
+            Reap::Wait => sys::wait4(pid, 0),
+            Reap::Zygote(r) => r.wait_blocking(pid),
+        }
+    }
+
+    /// Waits for the end of `pid`, from a task. Our own child is reaped by
+    /// a blocking wait4: by the time a supervisor reaps, every process
+    /// under its filter is gone, so the wait is short.
+    pub async fn wait(self, pid: i32) -> io::Result<sys::Waited> {
+        match self {
+            Reap::Wait => sys::wait4(pid, 0),
+            Reap::Zygote(r) => r.wait(pid).await,
+        }
+    }
 }
 
 /// /dev/null, opened once (close-on-exec) for every client's stdin.
@@ -190,9 +225,18 @@ pub fn spawn(
     let stdio = pipes
         .as_ref()
         .map(|(null, _, out_w, _, err_w)| [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]);
-    let mut plan = sys::ExecPlan::new(cstr(path.as_os_str())?, args, env, cwd, stdio);
-    plan.keep_signals_blocked = program.unblocks_signals;
-    let child = match sys::spawn_filtered(&plan, &filter) {
+    let started = match &pipes {
+        Some((_, _, out_w, _, err_w)) if program.forkable && zygote::enabled() => {
+            zygote::spawn(program, &filter, out_w.as_fd(), err_w.as_fd())
+                .map(|(child, report)| (child, Reap::Zygote(report)))
+        }
+        _ => {
+            let mut plan = sys::ExecPlan::new(cstr(path.as_os_str())?, args, env, cwd, stdio);
+            plan.keep_signals_blocked = program.unblocks_signals;
+            sys::spawn_filtered(&plan, &filter).map(|child| (child, Reap::Wait))
+        }
+    };
+    let (child, reap) = match started {
         Ok(child) => child,
         // Out of descriptors is this process's limit, not the kernel's
         // seccomp support.
@@ -225,6 +269,7 @@ pub fn spawn(
             pid,
             stdout,
             stderr,
+            reap,
         },
         Listener {
             fd,
