@@ -536,6 +536,27 @@ fn marker(what: &str) -> String {
     format!("{what}-{}-{nanos}", std::process::id())
 }
 
+/// The client zygote a batch (`parent`) started, if it runs: the process
+/// showing `__zygote` whose parent is the batch.
+fn zygote_of(parent: i32) -> Option<i32> {
+    processes_where(|args| args.iter().any(|a| a == "__zygote"))
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PPid:", &parent.to_string()])
+        })
+}
+
+/// Whether `pid` is still a client zygote (not gone, not reused).
+fn is_zygote(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|&b| b == 0).any(|a| a == b"__zygote"))
+        .unwrap_or(false)
+}
+
 /// Starts a batch of `n` URLs to `nginx` (each with `marker`) into `out`,
 /// interrupts it with SIGINT once it has signed something and is running
 /// clients (to the batch alone, or to its whole process group as a
@@ -564,9 +585,11 @@ fn interrupt_mid_batch(
     let mut bg = Background::spawn(&args, d, "interrupted");
     let started = Instant::now();
     let mut clients_seen = false;
+    let mut zygote = None;
     loop {
         // Control: the orphan check below looks for these.
         clients_seen = clients_seen || !processes_with(&marker).is_empty();
+        zygote = zygote.or_else(|| zygote_of(bg.pid()));
         let done = std::fs::read_to_string(out.join("manifest.jsonl"))
             .map(|t| t.lines().count())
             .unwrap_or(0);
@@ -582,6 +605,12 @@ fn interrupt_mid_batch(
     bg.signal(libc::SIGINT, group);
     let (code, stderr) = bg.wait(Duration::from_secs(20));
     assert_no_process_with(&marker);
+    // The zygote the clients were forked from went with the batch.
+    let zygote = zygote.expect("the batch's client zygote was never seen");
+    assert!(
+        !is_zygote(zygote),
+        "the client zygote {zygote} outlived its batch"
+    );
     assert_clean(out);
     assert_manifest_matches_files(out);
     assert_eq!(
@@ -613,6 +642,71 @@ fn interrupt_mid_batch(
         read_transcript(&out.join(n));
     }
     (args, urls, signed.len())
+}
+
+/// The client zygote killed in the middle of a batch: the clients it was
+/// running fail (their parent-death signal kills them) and are reported,
+/// a new zygote serves the rest, nothing is left running or half-written,
+/// and a rerun signs what failed.
+#[test]
+fn a_killed_zygote_fails_only_its_running_clients() {
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let nginx = Nginx::start(d, &pki, Cert::Valid);
+    let out = d.join("out");
+    let marker = marker("zygote");
+    let urls: Vec<String> = (0..600)
+        .map(|i| nginx.url(&format!("/?n={i}&tag={marker}")))
+        .collect();
+    let list = write_list(d, "urls.txt", &urls);
+    let mut args = batch_args(&list, &out, &pki);
+    args.extend(["-j", "4", "--retries", "0", "--resolve"].map(OsString::from));
+    args.push(nginx.resolve().into());
+    let mut bg = Background::spawn(&args, d, "zygote-killed");
+    let started = Instant::now();
+    let first = loop {
+        let done = std::fs::read_to_string(out.join("manifest.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if let Some(z) = zygote_of(bg.pid()).filter(|_| done >= 20) {
+            break z;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no zygote or no progress in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // SAFETY: kill has no memory-safety preconditions; `first` was just
+    // seen as this batch's zygote, its child, which it has not reaped.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let (code, stderr) = bg.wait(Duration::from_secs(60));
+    assert_no_process_with(&marker);
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+    assert_clean(&out);
+    assert_manifest_matches_files(&out);
+    let by_url = manifest_by_url(&out);
+    assert_eq!(by_url.len(), urls.len(), "every URL has one line");
+    let failed: Vec<&Value> = by_url
+        .values()
+        .filter(|l| str_field(l, "status") != "ok")
+        .collect();
+    // At most the -j clients running when it died; the batch went on.
+    assert!(failed.len() <= 4, "{} failed: {failed:?}", failed.len());
+    for l in &failed {
+        assert!(str_field(l, "error").contains("SIGKILL"), "{l}");
+    }
+    assert_eq!(
+        code,
+        Some(if failed.is_empty() { 0 } else { 3 }),
+        "stderr:\n{stderr}"
+    );
+    let r = Cmd::tlsign()
+        .args(&args)
+        .timeout(Duration::from_secs(120))
+        .run();
+    r.assert_code(0);
+    assert_eq!(transcripts(&out).len(), urls.len());
 }
 
 /// SIGINT in the middle of a large batch: exit 130, no partial file, the

@@ -225,12 +225,15 @@ pub fn spawn(
     let stdio = pipes
         .as_ref()
         .map(|(null, _, out_w, _, err_w)| [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]);
-    let started = match &pipes {
+    let forked = match &pipes {
         Some((_, _, out_w, _, err_w)) if program.forkable && zygote::enabled() => {
-            zygote::spawn(program, &filter, out_w.as_fd(), err_w.as_fd())
-                .map(|(child, report)| (child, Reap::Zygote(report)))
+            zygote::spawn(program, &filter, out_w.as_fd(), err_w.as_fd()).transpose()
         }
-        _ => {
+        _ => None,
+    };
+    let started = match forked {
+        Some(r) => r.map(|(child, report)| (child, Reap::Zygote(report))),
+        None => {
             let mut plan = sys::ExecPlan::new(cstr(path.as_os_str())?, args, env, cwd, stdio);
             plan.keep_signals_blocked = program.unblocks_signals;
             sys::spawn_filtered(&plan, &filter).map(|child| (child, Reap::Wait))

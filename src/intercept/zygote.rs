@@ -104,17 +104,33 @@ pub fn shutdown() {
     }
 }
 
-/// The zygote, started now if there is none (or the last one is gone).
-fn zygote(program: &Program, restart: bool) -> io::Result<Arc<Zygote>> {
+/// The zygote, started now if there is none, or if the one there is
+/// `dead` (another thread may have replaced it already). `None` if none
+/// can be started: clients are then executed, and a warning says why, once.
+fn zygote(program: &Program, dead: Option<&Arc<Zygote>>) -> Option<Arc<Zygote>> {
+    static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let mut slot = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(z) = slot.as_ref() {
-        if !restart {
-            return Ok(Arc::clone(z));
+        if !dead.is_some_and(|d| Arc::ptr_eq(d, z)) {
+            return Some(Arc::clone(z));
         }
     }
-    let z = Arc::new(start(program)?);
-    *slot = Some(Arc::clone(&z));
-    Ok(z)
+    if FAILED.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match start(program) {
+        Ok(z) => {
+            let z = Arc::new(z);
+            *slot = Some(Arc::clone(&z));
+            Some(z)
+        }
+        Err(e) => {
+            FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+            *slot = None;
+            eprintln!("warning: {e}; every client is executed instead ({LAUNCH_ENV}=exec)");
+            None
+        }
+    }
 }
 
 /// Executes `program`'s binary as the zygote and patches its vDSO.
@@ -190,47 +206,65 @@ fn start(program: &Program) -> io::Result<Zygote> {
 }
 
 /// Starts `program` (the built-in client) as a fork of the zygote, with
-/// `filter` installed and `stdio` as descriptors 0-2 (0 is the zygote's
-/// /dev/null). Returns it with its listener, and the socket its exit will
-/// be reported on.
+/// `filter` installed and `stdout`, `stderr` as descriptors 1 and 2 (0 is
+/// the zygote's /dev/null). Returns it with its listener, and the socket
+/// its exit will be reported on; `None` if there is no zygote to fork it
+/// from (the caller executes it instead).
 pub fn spawn(
     program: &Program,
     filter: &[libc::sock_filter],
     stdout: BorrowedFd<'_>,
     stderr: BorrowedFd<'_>,
-) -> Result<(FilteredChild, ExitReport), SpawnFailure> {
+) -> Result<Option<(FilteredChild, ExitReport)>, SpawnFailure> {
     let request = encode_request(filter, &program.args);
+    let mut dead = None;
+    // A zygote that dies (killed, or out of memory) is replaced once.
+    for _ in 0..2 {
+        let Some(z) = zygote(program, dead.as_ref()) else {
+            return Ok(None);
+        };
+        match request_once(&z, &request, stdout, stderr)? {
+            Some(started) => return Ok(Some(started)),
+            None => dead = Some(z),
+        }
+    }
+    Err(SpawnFailure::Failed(io::Error::other(
+        "the client zygote exited twice while starting a client",
+    )))
+}
+
+/// One start by `z`; `None` if `z` is gone.
+fn request_once(
+    z: &Zygote,
+    request: &[u8],
+    stdout: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+) -> Result<Option<(FilteredChild, ExitReport)>, SpawnFailure> {
     let (mine, theirs) = seqpacket_pair().map_err(SpawnFailure::Failed)?;
     let fds = [stdout.as_raw_fd(), stderr.as_raw_fd(), theirs.as_raw_fd()];
-    let send = |z: &Zygote| {
-        sendmsg::<()>(
-            z.control.as_raw_fd(),
-            &[IoSlice::new(&request)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-    };
-    let z = zygote(program, false).map_err(SpawnFailure::Failed)?;
-    if send(&z).is_err() {
-        // Gone (killed, or out of memory): start another, once.
-        drop(z);
-        let z = zygote(program, true).map_err(SpawnFailure::Failed)?;
-        send(&z).map_err(|e| SpawnFailure::Failed(io::Error::from(e)))?;
+    let sent = sendmsg::<()>(
+        z.control.as_raw_fd(),
+        &[IoSlice::new(request)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+    if sent.is_err() {
+        return Ok(None);
     }
     drop(theirs);
     match recv_message(mine.as_fd()).map_err(SpawnFailure::Failed)? {
         Some((LISTENING, data, Some(listener))) if data.len() == 5 => {
             let pid = i32::from_le_bytes([data[1], data[2], data[3], data[4]]);
             set_nonblocking(mine.as_fd()).map_err(SpawnFailure::Failed)?;
-            Ok((
+            Ok(Some((
                 FilteredChild {
                     pid,
                     listener,
                     killable: data[0] != 0,
                 },
                 ExitReport(mine),
-            ))
+            )))
         }
         Some((REFUSED, data, _)) if data.len() == 5 => {
             let errno = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
@@ -250,8 +284,10 @@ pub fn spawn(
                 "the client ended before installing its filter",
             ))),
         },
-        _ => Err(SpawnFailure::Failed(io::Error::other(
-            "the client zygote answered a start with nonsense, or exited",
+        // The zygote closed our socket without an answer: it is gone.
+        None => Ok(None),
+        Some(_) => Err(SpawnFailure::Failed(io::Error::other(
+            "the client zygote answered a start with nonsense",
         ))),
     }
 }
@@ -290,11 +326,20 @@ fn exit_of(r: io::Result<Option<Message>>, pid: i32) -> io::Result<Waited> {
             w.pid = pid;
             w
         }),
-        _ => None,
+        // The zygote died: its death killed the client (SIGKILL, its
+        // parent-death signal), unless the client had ended just before
+        // and was not yet reported. Either way nothing more is known, and
+        // the client failed.
+        None => Some(Waited {
+            pid,
+            status: libc::SIGKILL,
+            cpu: Duration::ZERO,
+        }),
+        Some(_) => None,
     }
     .ok_or_else(|| {
         io::Error::other(format!(
-            "the client zygote exited without saying how client {pid} ended"
+            "the client zygote sent nonsense about client {pid}"
         ))
     })
 }
