@@ -1010,3 +1010,40 @@ impl ArgArea {
         unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.start as *mut u8, len) };
     }
 }
+
+/// The CPUs the calling thread may run on (empty if that cannot be read).
+pub fn allowed_cpus() -> Vec<u32> {
+    cpus_of(nix::unistd::Pid::from_raw(0))
+}
+
+/// The CPUs the process's main thread may run on: the process's own,
+/// whatever a placed thread was pinned to.
+pub fn process_cpus() -> Vec<u32> {
+    cpus_of(nix::unistd::getpid())
+}
+
+fn cpus_of(tid: nix::unistd::Pid) -> Vec<u32> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let Ok(set) = sched_getaffinity(tid) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .map(|c| c as u32)
+        .collect()
+}
+
+/// Restricts the calling thread to `cpus` (nothing if empty, or if the
+/// kernel refuses: the scheduler then places it).
+pub fn run_on_cpus(cpus: &[u32]) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        if set.set(c as usize).is_err() {
+            return;
+        }
+    }
+    if !cpus.is_empty() {
+        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}

@@ -1182,6 +1182,48 @@ fn interrupted_sign_after_the_input_is_read_exits_130() {
     assert!(stderr.contains("interrupted"), "stderr:\n{stderr}");
 }
 
+/// While a batch has CPUs to spare, a client runs on the one CPU of the
+/// thread supervising it (`batch::placement`: a wake-up across CPUs cost
+/// 20 times one on the same CPU here), whether it was executed by that
+/// thread or forked from the zygote, which runs anywhere.
+#[test]
+fn a_lone_client_runs_on_one_cpu_however_started() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("SKIP: a_lone_client_runs_on_one_cpu_however_started: one CPU, nothing to place");
+        return;
+    }
+    let (dir, pki) = setup();
+    for launch in ["fork", "exec"] {
+        let d = dir.path().join(launch);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut b = Stalled::start(&d, &pki, &[("TLSIGN_SECCOMP_LAUNCH", launch)]);
+        let allowed_of = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| l.trim().to_string())
+                .unwrap_or_default()
+        };
+        let allowed = allowed_of(b.clients[0].0);
+        // The zygote itself runs anywhere the batch may, not on the CPU of
+        // the thread that happened to start it.
+        let zygote = zygote_of(b.bg.pid()).map(allowed_of);
+        let batch = allowed_of(b.bg.pid());
+        b.bg.signal(libc::SIGINT, false);
+        b.bg.wait(Duration::from_secs(20));
+        assert_no_process_with(&b.marker);
+        assert!(
+            !allowed.is_empty() && allowed.parse::<usize>().is_ok(),
+            "{launch}: the client may run on CPUs {allowed:?}, not one"
+        );
+        if launch == "fork" {
+            assert_eq!(zygote.as_deref(), Some(batch.as_str()), "the zygote's CPUs");
+        }
+    }
+}
+
 /// Lines mode (a log file, a CI job) prints a progress line every 10 s
 /// even while nothing ends: here the only client hangs on a server that
 /// never answers, until its timeout. Before, lines came only when an entry

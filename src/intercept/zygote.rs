@@ -157,14 +157,21 @@ fn start(program: &Program) -> io::Result<Zygote> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let keeper = std::thread::Builder::new()
         .name("client-zygote".into())
-        .spawn(move || match cmd.spawn() {
-            Ok(child) => {
-                let pid = child.id() as i32;
-                let _ = tx.send(Ok(pid));
-                let _ = sys::wait4(pid, 0);
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
+        .spawn(move || {
+            // A thread inherits its creator's CPUs, and the first client's
+            // thread may be pinned to one (`batch::placement`): the zygote
+            // gets the process's, as the main thread has them, and gives
+            // each client the CPUs its request names.
+            sys::run_on_cpus(&sys::process_cpus());
+            match cmd.spawn() {
+                Ok(child) => {
+                    let pid = child.id() as i32;
+                    let _ = tx.send(Ok(pid));
+                    let _ = sys::wait4(pid, 0);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
             }
         })?;
     let pid = rx
@@ -216,7 +223,11 @@ pub fn spawn(
     stdout: BorrowedFd<'_>,
     stderr: BorrowedFd<'_>,
 ) -> Result<Option<(FilteredChild, ExitReport)>, SpawnFailure> {
-    let request = encode_request(filter, &program.args);
+    // The client runs where its supervising thread may: a batch keeps the
+    // two on one CPU while it has CPUs to spare (`batch::placement`), and a
+    // fork would otherwise start wherever the zygote runs.
+    let cpus = sys::allowed_cpus();
+    let request = encode_request(filter, &cpus, &program.args);
     let mut dead = None;
     // A zygote that dies (killed, or out of memory) is replaced once.
     for _ in 0..2 {
@@ -377,16 +388,21 @@ fn decode_exit(data: &[u8]) -> Option<Waited> {
 }
 
 /// A request: the filter's length in instructions (u32), the
-/// instructions (8 bytes each: code, jt, jf, k), then each argument as a
-/// u32 length and its bytes.
-fn encode_request(filter: &[libc::sock_filter], args: &[OsString]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(4 + filter.len() * 8 + 256);
+/// instructions (8 bytes each: code, jt, jf, k), the CPUs the client may
+/// run on (a u32 count, then each CPU's number as a u32), then each
+/// argument as a u32 length and its bytes.
+fn encode_request(filter: &[libc::sock_filter], cpus: &[u32], args: &[OsString]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + filter.len() * 8 + cpus.len() * 4 + 256);
     b.extend_from_slice(&(filter.len() as u32).to_le_bytes());
     for f in filter {
         b.extend_from_slice(&f.code.to_le_bytes());
         b.push(f.jt);
         b.push(f.jf);
         b.extend_from_slice(&f.k.to_le_bytes());
+    }
+    b.extend_from_slice(&(cpus.len() as u32).to_le_bytes());
+    for c in cpus {
+        b.extend_from_slice(&c.to_le_bytes());
     }
     for a in args {
         b.extend_from_slice(&(a.len() as u32).to_le_bytes());
@@ -395,7 +411,10 @@ fn encode_request(filter: &[libc::sock_filter], args: &[OsString]) -> Vec<u8> {
     b
 }
 
-fn decode_request(mut b: &[u8]) -> Option<(Vec<libc::sock_filter>, Vec<OsString>)> {
+/// A decoded request: the filter, the client's CPUs, its arguments.
+type Request = (Vec<libc::sock_filter>, Vec<u32>, Vec<OsString>);
+
+fn decode_request(mut b: &[u8]) -> Option<Request> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (h, t) = (b.get(..n)?, b.get(n..)?);
         *b = t;
@@ -415,12 +434,17 @@ fn decode_request(mut b: &[u8]) -> Option<(Vec<libc::sock_filter>, Vec<OsString>
             k: u32::from_le_bytes([i[4], i[5], i[6], i[7]]),
         });
     }
+    let n = u32_of(&mut b)?;
+    let mut cpus = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        cpus.push(u32_of(&mut b)? as u32);
+    }
     let mut args = Vec::new();
     while !b.is_empty() {
         let n = u32_of(&mut b)?;
         args.push(OsString::from_vec(take(&mut b, n)?.to_vec()));
     }
-    Some((filter, args))
+    Some((filter, cpus, args))
 }
 
 fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -539,8 +563,8 @@ pub fn serve(args: &[OsString], run: fn(Vec<OsString>) -> i32) -> i32 {
         };
         // Only the client is forked: its own first argument, then its
         // arguments as `child_main` takes them.
-        let request = request.filter(|(_, a)| a.first().is_some_and(|a| a == CHILD_ARG));
-        let (Some((filter, mut args)), Ok([stdout, stderr, reply])) =
+        let request = request.filter(|(_, _, a)| a.first().is_some_and(|a| a == CHILD_ARG));
+        let (Some((filter, cpus, mut args)), Ok([stdout, stderr, reply])) =
             (request, <[OwnedFd; 3]>::try_from(fds))
         else {
             // Dropping the descriptors ends the requester's wait.
@@ -557,6 +581,8 @@ pub fn serve(args: &[OsString], run: fn(Vec<OsString>) -> i32) -> i32 {
                         .collect();
                     a.set(&shown);
                 }
+                // Before anything else runs here: on the CPU chosen for it.
+                sys::run_on_cpus(&cpus);
                 let code = client(me, &filter, stdout, stderr, reply, args.split_off(1), run);
                 std::process::exit(code);
             }
@@ -665,9 +691,10 @@ mod tests {
             },
         ];
         let args: Vec<OsString> = vec!["__client".into(), "https://a.test/".into(), "".into()];
-        let b = encode_request(&filter, &args);
-        let (f, a) = decode_request(&b).expect("decodes");
+        let b = encode_request(&filter, &[0, 3], &args);
+        let (f, cpus, a) = decode_request(&b).expect("decodes");
         assert_eq!(a, args);
+        assert_eq!(cpus, [0, 3]);
         assert_eq!(f.len(), 2);
         assert_eq!(
             (f[0].code, f[0].jt, f[0].jf, f[0].k),
@@ -677,7 +704,7 @@ mod tests {
         for cut in 1..b.len() {
             // A cut inside the filter or inside an argument never decodes
             // as the original.
-            if let Some((f2, a2)) = decode_request(&b[..cut]) {
+            if let Some((f2, _, a2)) = decode_request(&b[..cut]) {
                 assert!(f2.len() != 2 || a2 != args, "cut at {cut}");
             }
         }
