@@ -139,6 +139,8 @@ pub fn manifest_name(shard: Option<Shard>) -> String {
 pub fn sign_batch(opts: SignBatchOptions) -> Result<Summary, Error> {
     super::check_jobs(opts.jobs)?;
     super::open_files_for(opts.jobs)?;
+    // Many clients: fork them from a zygote (intercept::zygote).
+    crate::intercept::zygote::expect_many();
     let ca_files = session::check_ca_files(&opts.ca_files)?;
     let recorder = session::Recorder::for_backend(opts.backend, opts.recorder)?;
     let dir = &opts.out_dir;

@@ -96,6 +96,8 @@ pub struct ReportLine {
 pub fn verify_batch(opts: VerifyBatchOptions) -> Result<Summary, Error> {
     super::check_jobs(opts.jobs)?;
     super::open_files_for(opts.jobs)?;
+    // Many clients: fork them from a zygote (intercept::zygote).
+    crate::intercept::zygote::expect_many();
     let ca_files = session::check_ca_files(&opts.ca_files)?;
     // The report goes to a temporary file beside its name, renamed into
     // place at the end: never half a report under the name.

@@ -28,8 +28,11 @@
 //! tied to the thread that started the process); the clients are the
 //! zygote's children, so it reaps them and reports each one's wait status
 //! and CPU time to the session that started it, over a socket pair of that
-//! session's own. `TLSIGN_SECCOMP_LAUNCH=exec` starts every client by exec
-//! instead.
+//! session's own.
+//!
+//! Batches fork their clients; a single `sign` or `verify` executes its one
+//! client, as a zygote would cost it an extra exec. `TLSIGN_SECCOMP_LAUNCH`
+//! (`fork` or `exec`) overrides both.
 
 use std::ffi::OsString;
 use std::io::{self, IoSlice};
@@ -51,14 +54,30 @@ use crate::sys::{self, FilteredChild, SpawnFailure, Waited};
 /// is the number of its control socket.
 pub const ZYGOTE_ARG: &str = "__zygote";
 
-/// The environment variable that chooses how clients start: `exec` or
-/// `fork` (the default).
+/// The environment variable that chooses how clients start: `exec`,
+/// `fork`, or (unset) forked in batches and executed otherwise.
 pub const LAUNCH_ENV: &str = "TLSIGN_SECCOMP_LAUNCH";
 
-/// Clients are forked from the zygote (unless `TLSIGN_SECCOMP_LAUNCH=exec`).
+/// A batch runs in this process: many clients will start.
+static MANY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that many clients will start (a batch): forking them pays. A
+/// single `sign` or `verify` executes its one client, which costs less
+/// than executing a zygote and forking it.
+pub fn expect_many() {
+    MANY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether to fork clients from the zygote: `TLSIGN_SECCOMP_LAUNCH` if
+/// set, else in a batch.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os(LAUNCH_ENV).is_none_or(|v| v != "exec"))
+    static SET: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| match std::env::var_os(LAUNCH_ENV) {
+        Some(v) if v == "exec" => Some(false),
+        Some(v) if v == "fork" => Some(true),
+        _ => None,
+    });
+    set.unwrap_or_else(|| MANY.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Message tags, zygote or client to supervisor.
