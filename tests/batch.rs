@@ -693,8 +693,14 @@ fn a_killed_zygote_fails_only_its_running_clients() {
         .collect();
     // At most the -j clients running when it died; the batch went on.
     assert!(failed.len() <= 4, "{} failed: {failed:?}", failed.len());
+    // Killed, said either way: by its signal, or (killed while its connect
+    // waited for the supervisor) by the connect it never finished.
     for l in &failed {
-        assert!(str_field(l, "error").contains("SIGKILL"), "{l}");
+        let e = str_field(l, "error");
+        assert!(
+            e.contains("SIGKILL") || e.contains("was withdrawn before it was answered"),
+            "{l}"
+        );
     }
     assert_eq!(
         code,

@@ -593,15 +593,16 @@ pub fn serve(args: &[OsString], run: fn(Vec<OsString>) -> i32) -> i32 {
             Ok(None) => {
                 drop(sfd);
                 drop(control);
-                // Shown as an executed client is: `ps` finds it by its URL.
+                // Before anything else runs here: on the CPU chosen for it.
+                sys::run_on_cpus(&cpus);
+                // Shown as an executed client is: `ps` finds it by its URL
+                // (and, as after an exec, already on its CPUs).
                 if let Some(a) = area {
                     let shown: Vec<&[u8]> = std::iter::once(exe.as_bytes())
                         .chain(args.iter().map(|a| a.as_bytes()))
                         .collect();
                     a.set(&shown);
                 }
-                // Before anything else runs here: on the CPU chosen for it.
-                sys::run_on_cpus(&cpus);
                 let code = client(me, &filter, stdout, stderr, reply, args.split_off(1), run);
                 std::process::exit(code);
             }
