@@ -98,8 +98,7 @@ pub fn launch(
     let prog = setup(filter::program(scope, filter::Catch::Notify))?;
     let prog = filter::exempting(prog, &learned::exemptions());
     let vdso = setup(VdsoPatch::shared())?;
-    let (mut child, listener) = target::spawn(program, prog)?;
-    let reap = std::mem::replace(&mut child.reap, target::Reap::Wait);
+    let (child, listener, reap) = target::spawn(program, prog)?;
     let listening = Listening {
         pid: child.pid,
         listener,

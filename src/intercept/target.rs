@@ -129,8 +129,6 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
-    /// How its end is learned.
-    pub reap: Reap,
 }
 
 /// How a started program's first process is reaped.
@@ -171,11 +169,11 @@ fn dev_null() -> io::Result<BorrowedFd<'static>> {
 }
 
 /// Starts `program` with ASLR off, no_new_privs, and `filter` installed with
-/// a listener, which is returned.
+/// a listener, which is returned with how its first process is reaped.
 pub fn spawn(
     program: &Program,
     filter: Vec<libc::sock_filter>,
-) -> Result<(Spawned, Listener), SpawnError> {
+) -> Result<(Spawned, Listener, Reap), SpawnError> {
     let name = program.path.to_string_lossy().into_owned();
     let spawn_err = |source: io::Error| SpawnError::Spawn {
         program: name.clone(),
@@ -272,12 +270,12 @@ pub fn spawn(
             pid,
             stdout,
             stderr,
-            reap,
         },
         Listener {
             fd,
             killable,
             sync_wakeup,
         },
+        reap,
     ))
 }

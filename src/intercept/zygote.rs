@@ -102,7 +102,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 struct Zygote {
     /// Requests go here; closing it tells the zygote to exit.
     control: OwnedFd,
-    keeper: Option<std::thread::JoinHandle<()>>,
+    /// The thread that started the zygote and reaps it.
+    keeper: std::thread::JoinHandle<()>,
 }
 
 /// The process's zygote, started by the first client.
@@ -117,9 +118,7 @@ pub fn shutdown() {
     if let Some(z) = z.and_then(Arc::into_inner) {
         let Zygote { control, keeper } = z;
         drop(control);
-        if let Some(k) = keeper {
-            let _ = k.join();
-        }
+        let _ = keeper.join();
     }
 }
 
@@ -197,10 +196,7 @@ fn start(program: &Program) -> io::Result<Zygote> {
         .recv()
         .map_err(|_| io::Error::other("the zygote's thread ended before starting it"))??;
     drop(theirs);
-    let z = Zygote {
-        control,
-        keeper: Some(keeper),
-    };
+    let z = Zygote { control, keeper };
     // Patched once it runs: every client forked afterwards has the patched
     // page. Before that, it must have said it is ready (exec done).
     let ready = poll_in(z.control.as_fd(), START_TIMEOUT)
